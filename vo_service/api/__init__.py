@@ -1,0 +1,23 @@
+"""The REST API under /api/v1: JSON in and out, problem details on error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from . import memberships, nodes, users, vos  # noqa: F401  (register operations)
+from . import problems
+from .openapi import document
+from .registry import Call, api, operation
+
+
+@operation("GET", "/openapi.json", summary="This API's OpenAPI document", tag="meta",
+           public=True)
+def openapi(call: Call) -> dict[str, Any]:
+    return document()
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(api)
+    problems.register(app, api.url_prefix or "/api/v1")

@@ -1,0 +1,116 @@
+"""Request bodies and query strings. Unknown fields are refused; every string has a
+maximum length, so oversized values never reach the services."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=32)]
+Text = Annotated[StrictStr, Field(max_length=1000)]
+Reason = Annotated[StrictStr, Field(max_length=512)]
+Cursor = Annotated[str, Field(max_length=253)]
+Limit = Annotated[int, Field(ge=1, le=500)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(Query):
+    after: Cursor | None = None
+    limit: Limit | None = None
+
+
+class UserCreate(Body):
+    username: Name
+    display_name: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    email: Annotated[StrictStr, Field(max_length=254)] | None = None
+    uid: StrictInt | None = Field(default=None, description="an explicit uid inside the range")
+    is_service_admin: StrictBool = False
+
+
+class UserUpdate(Body):
+    display_name: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    email: Annotated[StrictStr, Field(max_length=254)] | None = None
+
+
+class UserQuery(PageQuery):
+    q: Annotated[str, Field(max_length=254)] | None = None
+    status: Literal["active", "suspended", "deleted"] | None = None
+
+
+class ServiceAdminFlag(Body):
+    is_service_admin: StrictBool
+
+
+class ApiKeyCreate(Body):
+    description: Annotated[StrictStr, Field(max_length=256)] = ""
+
+
+class VOCreate(Body):
+    name: Name
+    description: Text = ""
+
+
+class GroupCreate(Body):
+    path: Annotated[StrictStr, Field(min_length=2, max_length=512)]
+    description: Text = ""
+
+
+class RoleCreate(Body):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    description: Text = ""
+
+
+class MembershipRequest(Body):
+    reason: Reason = ""
+
+
+class MemberAdd(Body):
+    user: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    expires_on: dt.date | None = None
+
+
+class MemberTransition(Body):
+    reason: Reason = ""
+    expires_on: dt.date | None = None
+
+
+class Expiry(Body):
+    expires_on: dt.date | None
+
+
+class MemberQuery(PageQuery):
+    q: Annotated[str, Field(max_length=32)] | None = None
+    status: Literal["pending", "active", "suspended", "expired", "removed"] | None = None
+
+
+class NodeCreate(Body):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=253)]
+    description: Annotated[StrictStr, Field(max_length=512)] = ""
+    vos: Annotated[list[Name], Field(max_length=1000)] = []
+
+
+class NodeVOs(Body):
+    vos: Annotated[list[Name], Field(max_length=1000)]
+
+
+class NodeQuery(PageQuery):
+    vo: Name | None = None
+
+
+class ChangesQuery(Query):
+    since: Annotated[int, Field(ge=0, le=2**62)]
+
+
+class AuditQuery(Query):
+    vo: Name | None = None
+    after: Annotated[int, Field(ge=0)] | None = None
+    limit: Limit | None = None

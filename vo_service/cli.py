@@ -1,0 +1,306 @@
+"""``xos-vo``: the operator's command line (a Flask CLI group), the same operations as the
+API, run with full rights as ``cli:<unix user>`` in the audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from .apikeys.services import ApiKeyService
+from .audit.chain import verify
+from .authz import Actor
+from .context import ServiceContext
+from .db import db
+from .errors import XosError
+from .memberships.services import TRANSITIONS, MembershipService
+from .nodes.services import NodeService
+from .users.services import UserService, user_record
+from .vos.services import VOService, group_record, vo_record
+
+T = TypeVar("T")
+
+
+def run(work: Callable[[ServiceContext, Actor], T]) -> T:
+    """Run one unit of work as the operator; commit, or print the error and exit 1."""
+    ctx = ServiceContext.build(db.session, current_app.config)
+    try:
+        result = work(ctx, Actor.system(getpass.getuser()))
+        db.session.commit()
+        return result
+    except XosError as error:
+        db.session.rollback()
+        raise click.ClickException(error.detail) from None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+# -- users ----------------------------------------------------------------------------
+@click.group("user", help="Users: create, list, suspend, reinstate, delete.")
+def user_cli() -> None: ...
+
+
+@user_cli.command("create")
+@click.argument("username")
+@click.option("--display-name", required=True)
+@click.option("--email")
+@click.option("--uid", type=int, help="An explicit uid inside the configured range.")
+@click.option("--service-admin", is_flag=True)
+@with_appcontext
+def user_create(username: str, display_name: str, email: str | None, uid: int | None,
+                service_admin: bool) -> None:
+    echo_json(run(lambda ctx, actor: user_record(UserService(ctx).create(
+        actor, username, display_name, email, uid, service_admin))))
+
+
+@user_cli.command("list")
+@click.option("--q", help="Username or e-mail prefix.")
+@click.option("--status", type=click.Choice(["active", "suspended", "deleted"]))
+@click.option("--limit", type=int, default=100)
+@with_appcontext
+def user_list(q: str | None, status: str | None, limit: int) -> None:
+    rows, _ = run(lambda ctx, actor: UserService(ctx).search(actor, q, status, None, limit))
+    for u in rows:
+        click.echo(f"{u.username}\t{u.uid}\t{u.status}\t{u.display_name}")
+
+
+@user_cli.command("show")
+@click.argument("user")
+@with_appcontext
+def user_show(user: str) -> None:
+    def work(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
+        target = UserService(ctx).get(user)
+        return {**user_record(target),
+                "memberships": MembershipService(ctx).of_user(actor, target)}
+    echo_json(run(work))
+
+
+def _user_status_command(name: str, status: str) -> None:
+    @user_cli.command(name, help=f"{name.capitalize()} a user.")
+    @click.argument("user")
+    @with_appcontext
+    def command(user: str) -> None:
+        run(lambda ctx, actor: UserService(ctx).set_status(actor, UserService(ctx).get(user),
+                                                            status))
+        click.echo(f"{user}: {status}")
+
+
+for _name, _status in (("suspend", "suspended"), ("reinstate", "active"), ("delete", "deleted")):
+    _user_status_command(_name, _status)
+
+
+@user_cli.command("api-key", help="Issue an API key for a user (printed once).")
+@click.argument("user")
+@click.option("--description", default="issued by xos-vo")
+@with_appcontext
+def user_api_key(user: str, description: str) -> None:
+    click.echo(run(lambda ctx, actor: ApiKeyService(ctx).issue(
+        actor, user=UserService(ctx).get(user), description=description)[1]))
+
+
+# -- VOs ------------------------------------------------------------------------------
+@click.group("vo", help="VOs, groups, roles and VO admins.")
+def vo_cli() -> None: ...
+
+
+@vo_cli.command("create")
+@click.argument("name")
+@click.option("--description", default="")
+@with_appcontext
+def vo_create(name: str, description: str) -> None:
+    echo_json(run(lambda ctx, actor: vo_record(VOService(ctx).create(actor, name, description))))
+
+
+@vo_cli.command("list")
+@with_appcontext
+def vo_list() -> None:
+    rows, _ = run(lambda ctx, actor: VOService(ctx).list(None, 500))
+    for v in rows:
+        click.echo(v.name)
+
+
+@vo_cli.command("group", help="Create a group, e.g. 'xos-vo vo group atlas /atlas/analysis'.")
+@click.argument("vo")
+@click.argument("path")
+@click.option("--description", default="")
+@with_appcontext
+def vo_group(vo: str, path: str, description: str) -> None:
+    def work(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
+        vos = VOService(ctx)
+        return group_record(vos.create_group(actor, vos.get(vo), path, description))
+    echo_json(run(work))
+
+
+@vo_cli.command("role")
+@click.argument("vo")
+@click.argument("role")
+@with_appcontext
+def vo_role(vo: str, role: str) -> None:
+    run(lambda ctx, actor: VOService(ctx).create_role(actor, VOService(ctx).get(vo), role))
+    click.echo(f"/{vo}/Role={role}")
+
+
+@vo_cli.command("admin", help="Name (or with --remove, withdraw) a VO admin.")
+@click.argument("vo")
+@click.argument("user")
+@click.option("--remove", is_flag=True)
+@with_appcontext
+def vo_admin(vo: str, user: str, remove: bool) -> None:
+    run(lambda ctx, actor: VOService(ctx).set_admin(
+        actor, VOService(ctx).get(vo), UserService(ctx).get(user), not remove))
+    click.echo(f"{user}: {'no longer ' if remove else ''}admin of {vo}")
+
+
+# -- memberships ----------------------------------------------------------------------
+@click.group("member", help="Memberships: add, approve, suspend, expire, groups.")
+def member_cli() -> None: ...
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@member_cli.command("add")
+@click.argument("vo")
+@click.argument("user")
+@click.option("--expires-on", help="YYYY-MM-DD")
+@with_appcontext
+def member_add(vo: str, user: str, expires_on: str | None) -> None:
+    run(lambda ctx, actor: MembershipService(ctx).add(
+        actor, VOService(ctx).get(vo), UserService(ctx).get(user), _date(expires_on)))
+    click.echo(f"{user}: active member of {vo}")
+
+
+def _transition_command(operation: str) -> None:
+    @member_cli.command(operation, help=f"{operation.capitalize()} a membership.")
+    @click.argument("vo")
+    @click.argument("user")
+    @click.option("--reason", default="")
+    @with_appcontext
+    def command(vo: str, user: str, reason: str) -> None:
+        m = run(lambda ctx, actor: MembershipService(ctx).transition(
+            actor, VOService(ctx).get(vo), UserService(ctx).get(user), operation, reason))
+        click.echo(f"{user} in {vo}: {m.status}")
+
+
+for _operation in TRANSITIONS:
+    if _operation != "expire":
+        _transition_command(_operation)
+
+
+@member_cli.command("expire-due", help="Expire memberships whose date has come (run daily).")
+@with_appcontext
+def member_expire_due() -> None:
+    count = run(lambda ctx, actor: MembershipService(ctx).expire_due(actor))
+    click.echo(f"{count} membership(s) expired")
+
+
+@member_cli.command("group", help="Put a member into a group (or --remove).")
+@click.argument("vo")
+@click.argument("path")
+@click.argument("user")
+@click.option("--remove", is_flag=True)
+@with_appcontext
+def member_group(vo: str, path: str, user: str, remove: bool) -> None:
+    def work(ctx: ServiceContext, actor: Actor) -> None:
+        vos, ms = VOService(ctx), MembershipService(ctx)
+        v = vos.get(vo)
+        method = ms.remove_from_group if remove else ms.add_to_group
+        method(actor, v, vos.group(v, path), UserService(ctx).get(user))
+    run(work)
+    click.echo(f"{user}: {'removed from' if remove else 'added to'} {path}")
+
+
+# -- nodes ----------------------------------------------------------------------------
+@click.group("node", help="Nodes: register, choose VOs, issue keys.")
+def node_cli() -> None: ...
+
+
+@node_cli.command("register")
+@click.argument("name")
+@click.option("--vo", "vos", multiple=True)
+@click.option("--description", default="")
+@with_appcontext
+def node_register(name: str, vos: tuple[str, ...], description: str) -> None:
+    def work(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
+        nodes = NodeService(ctx)
+        return nodes.record(nodes.register(actor, name, description, list(vos)))
+    echo_json(run(work))
+
+
+@node_cli.command("vos", help="Set the VOs a node serves.")
+@click.argument("name")
+@click.argument("vos", nargs=-1)
+@with_appcontext
+def node_vos(name: str, vos: tuple[str, ...]) -> None:
+    def work(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
+        nodes = NodeService(ctx)
+        return nodes.record(nodes.set_vos(actor, nodes.get(name), list(vos)))
+    echo_json(run(work))
+
+
+@node_cli.command("api-key")
+@click.argument("name")
+@with_appcontext
+def node_api_key(name: str) -> None:
+    click.echo(run(lambda ctx, actor: ApiKeyService(ctx).issue(
+        actor, node=NodeService(ctx).get(name), description="issued by xos-vo")[1]))
+
+
+# -- audit ----------------------------------------------------------------------------
+@click.group("audit", help="The hash-chained audit log.")
+def audit_cli() -> None: ...
+
+
+@audit_cli.command("verify", help="Check the whole chain; name the first broken link.")
+@with_appcontext
+def audit_verify() -> None:
+    verdict = verify(db.session)
+    if verdict.ok:
+        click.echo(f"audit chain intact: {verdict.events} events")
+        return
+    click.echo(f"audit chain BROKEN at event {verdict.broken_seq}: {verdict.reason}", err=True)
+    sys.exit(1)
+
+
+@audit_cli.command("head", help="Print the chain head, to anchor it elsewhere.")
+@with_appcontext
+def audit_head() -> None:
+    from .audit.models import AuditHead
+
+    head = db.session.get(AuditHead, 1)
+    click.echo(f"{head.seq} {head.hash}" if head else "no audit head: run 'xos-vo db upgrade'")
+
+
+# -- demo -----------------------------------------------------------------------------
+@click.command("demo", help="Create a demo VO, users and node (once) and print an admin key.")
+@with_appcontext
+def demo() -> None:
+    from .demo import build_demo
+
+    click.echo(run(build_demo))
+
+
+def init_app(app: Flask) -> None:
+    for group in (user_cli, vo_cli, member_cli, node_cli, audit_cli, demo):
+        app.cli.add_command(group)
+
+
+def main() -> None:
+    from .app import create_app
+
+    FlaskGroup(create_app=create_app, help="XOS identity VO service administration.")()

@@ -1,0 +1,63 @@
+"""Configuration keys and their defaults, in one place.
+
+Layers, later wins: these defaults, ``XOS_*`` environment variables
+(``app.config.from_prefixed_env("XOS")``), the instance file ``xos.cfg``, then a test
+mapping. ``validate`` refuses to start on an unusable configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigurationError
+
+#: Key names and defaults. ``SQLALCHEMY_DATABASE_URI`` defaults to a SQLite file in
+#: the instance folder (set in the app factory, since it depends on that path).
+DEFAULTS: dict[str, Any] = {
+    "UID_MIN": 200_000,
+    "UID_MAX": 399_999,
+    "GID_MIN": 400_000,
+    "GID_MAX": 499_999,
+    # Extra names refused for users and groups, on top of names.RESERVED_NAMES.
+    "RESERVED_NAMES": [],
+    # Largest request body the API reads; larger bodies get 413.
+    "MAX_CONTENT_LENGTH": 256 * 1024,
+    "API_PAGE_SIZE_DEFAULT": 50,
+    "API_PAGE_SIZE_MAX": 500,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+}
+
+# Numbers no range may touch: system accounts, systemd's dynamic users (61184-65519),
+# nobody/nogroup and (uid_t)-1 (65534-65535), systemd's container range
+# (524288-1879048191), and everything from 2^31 (signed 32-bit trouble in old tools).
+FORBIDDEN_NUMBERS: tuple[tuple[int, int, str], ...] = (
+    (0, 999, "system accounts"),
+    (61184, 65519, "systemd dynamic users"),
+    (65534, 65535, "nobody and (uid_t)-1"),
+    (524288, 1879048191, "systemd container ranges"),
+    (2**31, 2**32 - 1, "numbers at or above 2^31"),
+)
+
+
+def _check_range(name: str, low: Any, high: Any) -> None:
+    if not isinstance(low, int) or not isinstance(high, int) or isinstance(low, bool):
+        raise ConfigurationError(f"{name}_MIN and {name}_MAX must be integers")
+    if low > high:
+        raise ConfigurationError(f"{name}_MIN ({low}) is above {name}_MAX ({high})")
+    for start, end, why in FORBIDDEN_NUMBERS:
+        if low <= end and start <= high:
+            raise ConfigurationError(
+                f"{name} range {low}-{high} overlaps {start}-{end} ({why})"
+            )
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Raise ConfigurationError when the number ranges are unusable."""
+    _check_range("UID", config["UID_MIN"], config["UID_MAX"])
+    _check_range("GID", config["GID_MIN"], config["GID_MAX"])
+    if config["UID_MIN"] <= config["GID_MAX"] and config["GID_MIN"] <= config["UID_MAX"]:
+        raise ConfigurationError(
+            "the UID and GID ranges overlap; user private groups (gid = uid) would clash"
+            " with VO groups"
+        )

@@ -1,0 +1,175 @@
+"""The account view a node syncs: a snapshot at a revision, and the changes since one.
+
+Both read the current revision *before* the data, so what they return is at least as
+new as the revision they report. A node applies records as upserts, so seeing a change
+again at its next sync is harmless, and nothing committed is ever skipped (revisions
+commit in order, see ``Counter``). Change cost follows the number of touched subjects,
+not the population: ``account_changes`` is indexed by (vo_id, revision).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select, tuple_
+
+from ..authz import Actor
+from ..context import ServiceContext
+from ..errors import InvalidInput, PermissionDenied
+from ..memberships.models import GroupMembership, Membership
+from ..nodes.models import Node, NodeVO
+from ..timeutil import utcnow
+from ..users.models import User
+from ..vos.models import VO, Group
+from .models import AccountChange
+
+LAST_CONTACT_GRANULARITY = dt.timedelta(seconds=30)
+
+
+def _user_view(user: User, active_somewhere: bool) -> dict[str, Any]:
+    return {"id": str(user.id), "name": user.username, "uid": user.uid, "gid": user.gid,
+            "display_name": user.display_name,
+            "locked": not (active_somewhere and user.status == "active")}
+
+
+def _group_view(group: Group, vo_name: str) -> dict[str, Any]:
+    return {"name": group.unix_name, "gid": group.gid, "path": group.path, "vo": vo_name}
+
+
+class SyncService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.session = ctx.session
+
+    def _authorize(self, actor: Actor, node: Node) -> dict[int, str]:
+        if actor.node_id != node.id:
+            self.ctx.authz.require_service_admin(actor)
+        else:
+            self._touch(node)
+        return dict(self.session.execute(select(VO.id, VO.name).join(
+            NodeVO, NodeVO.vo_id == VO.id).where(NodeVO.node_id == node.id)).tuples().all())
+
+    def _touch(self, node: Node) -> None:
+        now = utcnow()
+        last = node.last_contact
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=dt.UTC)
+        if last is None or now - last > LAST_CONTACT_GRANULARITY:
+            node.last_contact = now
+
+    def snapshot(self, actor: Actor, node: Node) -> dict[str, Any]:
+        revision = self.ctx.revisions.current()
+        vos = self._authorize(actor, node)
+        ids = list(vos)
+        users: dict[uuid.UUID, tuple[User, bool]] = {}
+        for user, status in self.session.execute(
+                select(User, Membership.status).join(Membership, Membership.user_id == User.id)
+                .where(Membership.vo_id.in_(ids))):
+            active = status == "active" or (user.id in users and users[user.id][1])
+            users[user.id] = (user, active)
+        members: dict[int, list[str]] = defaultdict(list)
+        active = (Membership.status == "active") & (User.status == "active")
+        roots = {}
+        groups = []
+        for group in self.session.scalars(select(Group).where(
+                Group.vo_id.in_(ids), Group.deleted_at.is_(None)).order_by(Group.path)):
+            groups.append(group)
+            if group.parent_id is None:
+                roots[group.vo_id] = group.id
+        for vo_id, name in self.session.execute(
+                select(Membership.vo_id, User.username).join(User, User.id == Membership.user_id)
+                .where(Membership.vo_id.in_(ids), active).order_by(User.username)):
+            members[roots[vo_id]].append(name)
+        for group_id, name in self.session.execute(
+                select(GroupMembership.group_id, User.username)
+                .join(Membership, Membership.id == GroupMembership.membership_id)
+                .join(User, User.id == Membership.user_id)
+                .where(Membership.vo_id.in_(ids), active).order_by(User.username)):
+            members[group_id].append(name)
+        return {
+            "node": node.name,
+            "revision": revision,
+            "vos": sorted(vos.values()),
+            "users": [_user_view(u, a) for u, a in sorted(users.values(),
+                                                          key=lambda p: p[0].username)],
+            "groups": [{**_group_view(g, vos[g.vo_id]), "members": members.get(g.id, [])}
+                       for g in groups],
+        }
+
+    def changes(self, actor: Actor, node: Node, since: int) -> dict[str, Any]:
+        revision = self.ctx.revisions.current()
+        vos = self._authorize(actor, node)
+        if not isinstance(since, int) or since < 0:
+            raise InvalidInput("since must be a revision number (0 or more)")
+        if since > revision or since < node.vos_changed_revision:
+            # The node is ahead of us (restored database) or its VO set changed.
+            return {"node": node.name, "since": since, "revision": revision,
+                    "resync_required": True}
+        touched = self.session.execute(
+            select(AccountChange.kind, AccountChange.user_id, AccountChange.group_id)
+            .where(AccountChange.vo_id.in_(list(vos)), AccountChange.revision > since)
+            .distinct()).all()
+        user_ids = {u for kind, u, _ in touched if kind == "user"}
+        group_ids = {g for kind, _, g in touched if kind == "group"}
+        pairs = {(u, g) for kind, u, g in touched if kind == "member"}
+        return {
+            "node": node.name,
+            "since": since,
+            "revision": revision,
+            "resync_required": False,
+            "users": self._users(user_ids, list(vos)),
+            **self._groups(group_ids, vos),
+            **self._members(pairs, list(vos)),
+        }
+
+    def _users(self, user_ids: set[uuid.UUID], vo_ids: list[int]) -> list[dict[str, Any]]:
+        if not user_ids:
+            return []
+        state: dict[uuid.UUID, tuple[User, bool]] = {}
+        for user, status in self.session.execute(
+                select(User, Membership.status).join(Membership, Membership.user_id == User.id)
+                .where(User.id.in_(user_ids), Membership.vo_id.in_(vo_ids))):
+            prior = state.get(user.id, (user, False))[1]
+            state[user.id] = (user, prior or status == "active")
+        return [_user_view(u, a) for u, a in sorted(state.values(), key=lambda p: p[0].username)]
+
+    def _groups(self, group_ids: set[int], vos: dict[int, str]) -> dict[str, Any]:
+        upserts, removed = [], []
+        if group_ids:
+            for g in self.session.scalars(select(Group).where(Group.id.in_(group_ids))
+                                          .order_by(Group.path)):
+                if g.deleted_at is None and g.vo_id in vos:
+                    upserts.append(_group_view(g, vos[g.vo_id]))
+                else:
+                    removed.append(g.unix_name)
+        return {"groups": upserts, "removed_groups": removed}
+
+    def _members(self, pairs: set[tuple[Any, Any]], vo_ids: list[int]) -> dict[str, Any]:
+        if not pairs:
+            return {"members_added": [], "members_removed": []}
+        user_ids = {u for u, _ in pairs}
+        group_ids = {g for _, g in pairs}
+        names = dict(self.session.execute(select(User.id, User.username)
+                                          .where(User.id.in_(user_ids))).tuples().all())
+        groups = {g.id: g for g in self.session.scalars(select(Group).where(Group.id.in_(group_ids)))}
+        ok = (Membership.status == "active") & (User.status == "active")
+        # Root groups: every active member of the VO.
+        root_vo = {g.vo_id: g.id for g in groups.values() if g.parent_id is None}
+        active = {(u, root_vo[v]) for u, v in self.session.execute(
+            select(Membership.user_id, Membership.vo_id).join(User, User.id == Membership.user_id)
+            .where(Membership.user_id.in_(user_ids), Membership.vo_id.in_(list(root_vo)), ok))}
+        active |= set(self.session.execute(
+            select(Membership.user_id, GroupMembership.group_id)
+            .join(Membership, Membership.id == GroupMembership.membership_id)
+            .join(User, User.id == Membership.user_id)
+            .where(tuple_(Membership.user_id, GroupMembership.group_id).in_(list(pairs)), ok)
+            .where(Membership.vo_id.in_(vo_ids))).tuples().all())
+        added, removed = [], []
+        for u, g in sorted(pairs, key=lambda p: (names[p[0]], groups[p[1]].unix_name)):
+            group = groups[g]
+            entry = {"user": names[u], "group": group.unix_name}
+            (added if (u, g) in active and group.deleted_at is None else removed).append(entry)
+        return {"members_added": added, "members_removed": removed}
