@@ -123,7 +123,7 @@ def vo_create(name: str, description: str) -> None:
 @vo_cli.command("list")
 @with_appcontext
 def vo_list() -> None:
-    rows, _ = run(lambda ctx, actor: VOService(ctx).list(None, 500))
+    rows, _ = run(lambda ctx, actor: VOService(ctx).page(None, 500))
     for v in rows:
         click.echo(v.name)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from .audit.chain import AuditLog
 from .authz import Authorizer
@@ -26,7 +26,9 @@ class ServiceContext:
     page_size_max: int = 500
 
     @classmethod
-    def build(cls, session: Session, config: Mapping[str, Any]) -> ServiceContext:
+    def build(cls, session: Session | scoped_session[Any], config: Mapping[str, Any]
+              ) -> ServiceContext:
+        session = session if isinstance(session, Session) else session()
         return cls(
             session=session,
             numbers=NumberAllocator(

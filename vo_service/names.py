@@ -33,14 +33,16 @@ UNIX_NAME_MAX = 32
 DISPLAY_NAME_MAX = 128
 
 #: Names no user or group may take, whatever the configuration adds.
-RESERVED_NAMES = frozenset(
-    """root daemon bin sys adm sync games man lp mail news uucp proxy www-data backup list
-    irc gnats nobody nogroup sudo wheel admin administrator shadow staff users tty disk
-    kmem dialout cdrom floppy tape audio video plugdev netdev operator utmp sasl src
-    voice fax input kvm render sgx lpadmin ssh sshd messagebus polkitd halt shutdown
-    ftp postgres mysql ldap openldap slapd redis xos xos-node _apt dbus avahi
-    """.split()
-)
+RESERVED_NAMES = frozenset({
+    "root", "daemon", "bin", "sys", "adm", "sync", "games", "man", "lp", "mail", "news",
+    "uucp", "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup",
+    "sudo", "wheel", "admin", "administrator", "shadow", "staff", "users", "tty", "disk",
+    "kmem", "dialout", "cdrom", "floppy", "tape", "audio", "video", "plugdev", "netdev",
+    "operator", "utmp", "sasl", "src", "voice", "fax", "input", "kvm", "render", "sgx",
+    "lpadmin", "ssh", "sshd", "messagebus", "polkitd", "halt", "shutdown", "ftp",
+    "postgres", "mysql", "ldap", "openldap", "slapd", "redis", "xos", "xos-node", "_apt",
+    "dbus", "avahi",
+})
 RESERVED_PREFIXES = ("systemd-", "_", "xos-")
 #: Group names that would clash with sub-resources in API paths (/groups/<path>/members).
 RESERVED_GROUP_NAMES = frozenset({"managers", "members"})

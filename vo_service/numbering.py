@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import case, exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from .errors import ConfigurationError, InvalidInput, NumbersExhausted
+from .errors import AlreadyExists, ConfigurationError, InvalidInput, NumbersExhausted
 from .sync.models import Counter
 from .users.models import User
 from .vos.models import Group
@@ -66,7 +66,8 @@ class NumberAllocator:
         """Accept an operator-chosen uid (migrating an existing account)."""
         return self._claim(number, "uid", self.uids, User.uid)
 
-    def _allocate(self, pool: str, numbers: NumberRange, column: object) -> int:
+    def _allocate(self, pool: str, numbers: NumberRange,
+                  column: InstrumentedAttribute[int]) -> int:
         while True:
             number = advance_counter(self.session, pool, numbers.low)
             if number > numbers.high:
@@ -74,16 +75,15 @@ class NumberAllocator:
                     f"no {pool} left in {numbers.low}-{numbers.high}; widen the range"
                 )
             # Skip numbers an operator claimed explicitly ahead of the counter.
-            if not self.session.scalar(select(exists().where(column == number))):  # type: ignore[operator]
+            if not self.session.scalar(select(exists().where(column == number))):
                 return number
 
-    def _claim(self, number: object, pool: str, numbers: NumberRange, column: object) -> int:
+    def _claim(self, number: object, pool: str, numbers: NumberRange,
+               column: InstrumentedAttribute[int]) -> int:
         if not isinstance(number, int) or isinstance(number, bool) or number not in numbers:
             raise InvalidInput(
                 f"{pool} {number!r} is outside the configured range {numbers.low}-{numbers.high}"
             )
-        if self.session.scalar(select(exists().where(column == number))):  # type: ignore[operator]
-            from .errors import AlreadyExists
-
+        if self.session.scalar(select(exists().where(column == number))):
             raise AlreadyExists(f"{pool} {number} is already taken (numbers are never reused)")
         return number

@@ -6,8 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import memberships, nodes, users, vos  # noqa: F401  (register operations)
-from . import problems
+from . import memberships, nodes, problems, users, vos  # noqa: F401  (register operations)
 from .openapi import document
 from .registry import Call, api, operation
 

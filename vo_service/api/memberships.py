@@ -26,7 +26,7 @@ def request_membership(call: Call, body: MembershipRequest, vo: str) -> dict[str
            " group managers)", tag=TAG, query=MemberQuery, paged=True)
 def list_members(call: Call, vo: str) -> dict[str, Any]:
     q = call.query
-    items, nxt = MembershipService(call.ctx).list(call.actor, VOService(call.ctx).get(vo),
+    items, nxt = MembershipService(call.ctx).page(call.actor, VOService(call.ctx).get(vo),
                                                   q.status, q.q, q.after, q.limit)
     return {"items": items, "next": nxt}
 

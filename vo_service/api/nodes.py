@@ -25,7 +25,7 @@ def list_nodes(call: Call) -> dict[str, Any]:
     q = call.query
     nodes = NodeService(call.ctx)
     vo = VOService(call.ctx).get(q.vo) if q.vo else None
-    rows, nxt = nodes.list(call.actor, vo, q.after, q.limit)
+    rows, nxt = nodes.page(call.actor, vo, q.after, q.limit)
     return {"items": [nodes.record(n) for n in rows], "next": nxt}
 
 

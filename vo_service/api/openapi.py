@@ -63,7 +63,8 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
         path, _ = _openapi_path(op.rule)
-        paths.setdefault(api.url_prefix + path, {})[op.method.lower()] = _operation(op, components)
+        entry = paths.setdefault(f"{api.url_prefix}{path}", {})
+        entry[op.method.lower()] = _operation(op, components)
     return {
         "openapi": "3.1.0",
         "info": {"title": "XOS identity VO service", "version": "1"},

@@ -25,7 +25,7 @@ def create_vo(call: Call, body: VOCreate) -> dict[str, Any]:
 
 @operation("GET", "/vos", summary="List VOs", tag=TAG, query=PageQuery, paged=True)
 def list_vos(call: Call) -> dict[str, Any]:
-    rows, nxt = VOService(call.ctx).list(call.query.after, call.query.limit)
+    rows, nxt = VOService(call.ctx).page(call.query.after, call.query.limit)
     return {"items": [vo_record(v) for v in rows], "next": nxt}
 
 
@@ -112,5 +112,5 @@ def remove_vo_admin(call: Call, vo: str, user: str) -> None:
 def list_audit(call: Call) -> dict[str, Any]:
     q = call.query
     vo = VOService(call.ctx).get(q.vo) if q.vo else None
-    rows, nxt = AuditService(call.ctx).list(call.actor, vo, q.after, q.limit)
+    rows, nxt = AuditService(call.ctx).page(call.actor, vo, q.after, q.limit)
     return {"items": [event_record(e) for e in rows], "next": nxt}

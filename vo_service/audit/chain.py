@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from ..timeutil import utcnow
 from .models import AuditEvent, AuditHead
@@ -93,7 +93,7 @@ class Verdict:
     reason: str = ""
 
 
-def verify(session: Session, batch: int = 5000) -> Verdict:
+def verify(session: Session | scoped_session[Any], batch: int = 5000) -> Verdict:
     """Walk the chain in order; name the first event whose link does not hold."""
     expected_seq, prev = 1, GENESIS
     stmt = select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch)

@@ -22,7 +22,7 @@ class AuditService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def list(self, actor: Actor, vo: VO | None, after: int | None, limit: int | None
+    def page(self, actor: Actor, vo: VO | None, after: int | None, limit: int | None
              ) -> tuple[list[AuditEvent], int | None]:
         """Newest first; ``after`` is the seq of the last event already seen."""
         if vo is None:

@@ -97,7 +97,7 @@ class MembershipService:
             "approved_by": str(m.approved_by) if m.approved_by else None,
         } for m, u in rows]
 
-    def list(self, actor: Actor, vo: VO, status: str | None = None, q: str | None = None,
+    def page(self, actor: Actor, vo: VO, status: str | None = None, q: str | None = None,
              after: str | None = None, limit: int | None = None
              ) -> tuple[list[dict[str, Any]], str | None]:
         self.ctx.authz.require_vo_reader(actor, vo)
@@ -290,8 +290,8 @@ class MembershipService:
         elif not held and existing is not None:
             self.session.delete(existing)
         else:
-            raise InvalidTransition(f"{user.username!r} {'already holds' if held else 'does not hold'}"
-                                    f" {fqan}")
+            verb = "already holds" if held else "does not hold"
+            raise InvalidTransition(f"{user.username!r} {verb} {fqan}")
         self.session.flush()
         self.ctx.audit.append(actor.label, "role.assign" if held else "role.revoke", "membership",
                               f"{vo.name}:{user.username}", vo_id=vo.id, after={"role": fqan})

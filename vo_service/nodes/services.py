@@ -45,7 +45,7 @@ class NodeService:
         return list(self.session.scalars(select(VO).join(NodeVO, NodeVO.vo_id == VO.id)
                                          .where(NodeVO.node_id == node.id).order_by(VO.name)))
 
-    def list(self, actor: Actor, vo: VO | None = None, after: str | None = None,
+    def page(self, actor: Actor, vo: VO | None = None, after: str | None = None,
              limit: int | None = None) -> tuple[list[Node], str | None]:
         if vo is None:
             self.ctx.authz.require_service_admin(actor)

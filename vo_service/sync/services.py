@@ -18,7 +18,7 @@ from sqlalchemy import select, tuple_
 
 from ..authz import Actor
 from ..context import ServiceContext
-from ..errors import InvalidInput, PermissionDenied
+from ..errors import InvalidInput
 from ..memberships.models import GroupMembership, Membership
 from ..nodes.models import Node, NodeVO
 from ..timeutil import utcnow
@@ -50,7 +50,7 @@ class SyncService:
         else:
             self._touch(node)
         return dict(self.session.execute(select(VO.id, VO.name).join(
-            NodeVO, NodeVO.vo_id == VO.id).where(NodeVO.node_id == node.id)).tuples().all())
+            NodeVO, NodeVO.vo_id == VO.id).where(NodeVO.node_id == node.id)).all())
 
     def _touch(self, node: Node) -> None:
         now = utcnow()
@@ -68,12 +68,11 @@ class SyncService:
         for user, status in self.session.execute(
                 select(User, Membership.status).join(Membership, Membership.user_id == User.id)
                 .where(Membership.vo_id.in_(ids))):
-            active = status == "active" or (user.id in users and users[user.id][1])
-            users[user.id] = (user, active)
+            users[user.id] = (user, status == "active" or (user.id in users and users[user.id][1]))
         members: dict[int, list[str]] = defaultdict(list)
         active = (Membership.status == "active") & (User.status == "active")
-        roots = {}
-        groups = []
+        roots: dict[int, int] = {}
+        groups: list[Group] = []
         for group in self.session.scalars(select(Group).where(
                 Group.vo_id.in_(ids), Group.deleted_at.is_(None)).order_by(Group.path)):
             groups.append(group)
@@ -112,8 +111,8 @@ class SyncService:
             select(AccountChange.kind, AccountChange.user_id, AccountChange.group_id)
             .where(AccountChange.vo_id.in_(list(vos)), AccountChange.revision > since)
             .distinct()).all()
-        user_ids = {u for kind, u, _ in touched if kind == "user"}
-        group_ids = {g for kind, _, g in touched if kind == "group"}
+        user_ids = {u for kind, u, _ in touched if kind == "user" and u is not None}
+        group_ids = {g for kind, _, g in touched if kind == "group" and g is not None}
         pairs = {(u, g) for kind, u, g in touched if kind == "member"}
         return {
             "node": node.name,
@@ -153,8 +152,9 @@ class SyncService:
         user_ids = {u for u, _ in pairs}
         group_ids = {g for _, g in pairs}
         names = dict(self.session.execute(select(User.id, User.username)
-                                          .where(User.id.in_(user_ids))).tuples().all())
-        groups = {g.id: g for g in self.session.scalars(select(Group).where(Group.id.in_(group_ids)))}
+                                          .where(User.id.in_(user_ids))).all())
+        groups = {g.id: g for g in self.session.scalars(
+            select(Group).where(Group.id.in_(group_ids)))}
         ok = (Membership.status == "active") & (User.status == "active")
         # Root groups: every active member of the VO.
         root_vo = {g.vo_id: g.id for g in groups.values() if g.parent_id is None}
@@ -166,8 +166,9 @@ class SyncService:
             .join(Membership, Membership.id == GroupMembership.membership_id)
             .join(User, User.id == Membership.user_id)
             .where(tuple_(Membership.user_id, GroupMembership.group_id).in_(list(pairs)), ok)
-            .where(Membership.vo_id.in_(vo_ids))).tuples().all())
-        added, removed = [], []
+            .where(Membership.vo_id.in_(vo_ids))).all())
+        added: list[dict[str, str]] = []
+        removed: list[dict[str, str]] = []
         for u, g in sorted(pairs, key=lambda p: (names[p[0]], groups[p[1]].unix_name)):
             group = groups[g]
             entry = {"user": names[u], "group": group.unix_name}

@@ -62,7 +62,7 @@ class VOService:
             raise NotFound(f"no VO {name[:64]!r}")
         return vo
 
-    def list(self, after: str | None = None, limit: int | None = None
+    def page(self, after: str | None = None, limit: int | None = None
              ) -> tuple[list[VO], str | None]:
         size = self.ctx.page_size(limit)
         stmt = select(VO).order_by(VO.name).limit(size + 1)
