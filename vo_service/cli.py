@@ -165,23 +165,15 @@ def vo_admin(vo: str, user: str, remove: bool) -> None:
 def member_cli() -> None: ...
 
 
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
 @member_cli.command("add")
 @click.argument("vo")
 @click.argument("user")
-@click.option("--expires-on", help="YYYY-MM-DD")
+@click.option("--expires-on", type=click.DateTime(formats=["%Y-%m-%d"]), help="YYYY-MM-DD")
 @with_appcontext
-def member_add(vo: str, user: str, expires_on: str | None) -> None:
+def member_add(vo: str, user: str, expires_on: dt.datetime | None) -> None:
     run(lambda ctx, actor: MembershipService(ctx).add(
-        actor, VOService(ctx).get(vo), UserService(ctx).get(user), _date(expires_on)))
+        actor, VOService(ctx).get(vo), UserService(ctx).get(user),
+        expires_on.date() if expires_on else None))
     click.echo(f"{user}: active member of {vo}")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,11 +95,10 @@ class Verdict:
     reason: str = ""
 
 
-def verify(session: Session | scoped_session[Any], batch: int = 5000) -> Verdict:
-    """Walk the chain in order; name the first event whose link does not hold."""
+def _walk(events: Iterable[AuditEvent]) -> Verdict | tuple[int, str]:
+    """Check each link; return the first broken one, or (count, last hash)."""
     expected_seq, prev = 1, GENESIS
-    stmt = select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch)
-    for event in session.scalars(stmt):
+    for event in events:
         if event.seq != expected_seq:
             return Verdict(False, expected_seq - 1, expected_seq,
                            f"event {expected_seq} is missing (next stored is {event.seq})")
@@ -108,8 +109,20 @@ def verify(session: Session | scoped_session[Any], batch: int = 5000) -> Verdict
             return Verdict(False, expected_seq - 1, event.seq,
                            f"event {event.seq} was altered: its content does not match its hash")
         prev, expected_seq = event.hash, expected_seq + 1
-    head = session.get(AuditHead, 1)
-    count = expected_seq - 1
+    return expected_seq - 1, prev
+
+
+def verify(session: Session | scoped_session[Any], batch: int = 5000) -> Verdict:
+    """Walk the chain in order; name the first event whose link does not hold."""
+    # populate_existing: read what is stored, never objects this session already holds.
+    stmt = select(AuditEvent).order_by(AuditEvent.seq).execution_options(
+        yield_per=batch, populate_existing=True)
+    with closing(session.scalars(stmt)) as events:  # a server-side cursor on PostgreSQL
+        walked = _walk(events)
+    if isinstance(walked, Verdict):
+        return walked
+    count, prev = walked
+    head = session.get(AuditHead, 1, populate_existing=True)
     if head is None or head.seq != count or head.hash != prev:
         return Verdict(False, count, count + 1,
                        f"the chain ends at event {count} but the head records event "
