@@ -29,15 +29,17 @@ class ServiceContext:
     def build(cls, session: Session | scoped_session[Any], config: Mapping[str, Any]
               ) -> ServiceContext:
         session = session if isinstance(session, Session) else session()
+        audit = AuditLog(session)
         return cls(
             session=session,
             numbers=NumberAllocator(
                 session,
+                audit,
                 NumberRange(config["UID_MIN"], config["UID_MAX"]),
                 NumberRange(config["GID_MIN"], config["GID_MAX"]),
             ),
-            revisions=RevisionLog(session),
-            audit=AuditLog(session),
+            revisions=RevisionLog(session, audit),
+            audit=audit,
             authz=Authorizer(session),
             reserved_names=frozenset(config.get("RESERVED_NAMES", ())),
             page_size_default=config.get("API_PAGE_SIZE_DEFAULT", 50),

@@ -3,7 +3,8 @@
 Each pool is a row in ``counters`` holding the last number handed out. One
 ``UPDATE ... RETURNING`` advances it; on PostgreSQL the row lock it takes serialises
 concurrent allocators in every replica until their transactions end, and the unique
-constraints on ``users.uid`` and ``groups.gid`` are the last line of defence. A number
+constraints on ``users.uid`` and ``groups.gid`` are the last line of defence. The audit
+head is locked first (see ``AuditLog``), so lock order is the same in every writer. A number
 handed out by a transaction that rolls back was never visible to anyone, so skipping
 it is harmless. Numbers of deleted users and groups stay in their rows: never reused.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, exists, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from .audit.chain import AuditLog
 from .errors import AlreadyExists, ConfigurationError, InvalidInput, NumbersExhausted
 from .sync.models import Counter
 from .users.models import User
@@ -51,8 +53,10 @@ def advance_counter(session: Session, name: str, low: int) -> int:
 
 
 class NumberAllocator:
-    def __init__(self, session: Session, uids: NumberRange, gids: NumberRange) -> None:
+    def __init__(self, session: Session, audit: AuditLog, uids: NumberRange,
+                 gids: NumberRange) -> None:
         self.session = session
+        self.audit = audit
         self.uids = uids
         self.gids = gids
 
@@ -68,6 +72,7 @@ class NumberAllocator:
 
     def _allocate(self, pool: str, numbers: NumberRange,
                   column: InstrumentedAttribute[int]) -> int:
+        self.audit.lock_head()
         while True:
             number = advance_counter(self.session, pool, numbers.low)
             if number > numbers.high:

@@ -49,8 +49,22 @@ def link_hash(prev_hash: str, body: dict[str, Any]) -> str:
 
 
 class AuditLog:
+    """Appends events; its head row is also *the* write lock of the service.
+
+    Every writing transaction takes the head lock before any other row lock (the number
+    and revision counters call ``lock_head`` first), so locks are always taken in one
+    order and replicas can never deadlock on them."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def lock_head(self) -> AuditHead:
+        return self.session.execute(
+            select(AuditHead)
+            .where(AuditHead.id == 1)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one()
 
     def append(
         self,
@@ -63,12 +77,7 @@ class AuditLog:
         after: dict[str, Any] | None = None,
         vo_id: int | None = None,
     ) -> AuditEvent:
-        head = self.session.execute(
-            select(AuditHead)
-            .where(AuditHead.id == 1)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).scalar_one()
+        head = self.lock_head()
         event = AuditEvent(
             seq=head.seq + 1,
             at=utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

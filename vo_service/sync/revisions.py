@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from ..audit.chain import AuditLog
 from ..numbering import advance_counter
 from .models import AccountChange, Counter
 
@@ -24,8 +25,9 @@ class Change:
 
 
 class RevisionLog:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, audit: AuditLog | None = None) -> None:
         self.session = session
+        self.audit = audit or AuditLog(session)
 
     def current(self) -> int:
         value = self.session.scalar(select(Counter.value).where(Counter.name == "revision"))
@@ -33,6 +35,7 @@ class RevisionLog:
 
     def bump(self) -> int:
         """A new revision with no subject of its own (a node's VO set changed)."""
+        self.audit.lock_head()  # the one lock order: audit head first
         return advance_counter(self.session, "revision", 1)
 
     def publish(self, changes: Iterable[Change]) -> int | None:

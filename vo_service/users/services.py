@@ -46,13 +46,15 @@ class UserService:
 
     # -- reading -------------------------------------------------------------------
     def get(self, ref: str) -> User:
-        """Find a user by global id or username."""
-        user: User | None
-        try:
-            user = self.session.get(User, uuid.UUID(ref))
-        except ValueError:
-            user = self.session.scalar(select(User).where(User.username == ref)) \
-                if len(ref) <= 32 else None
+        """Find a user by global id or username (a 32-hex-digit username is both)."""
+        user: User | None = None
+        if len(ref) == 36:
+            try:
+                user = self.session.get(User, uuid.UUID(ref))
+            except ValueError:
+                user = None
+        if user is None and len(ref) <= 32:
+            user = self.session.scalar(select(User).where(User.username == ref))
         if user is None:
             raise NotFound(f"no user {ref[:64]!r}")
         return user
