@@ -75,13 +75,29 @@ def _authenticate(ctx: ServiceContext) -> Actor:
 
 
 def _depth(value: Any, level: int = 0) -> int:
+    """Nesting depth, checking every string on the way (see ``refuse_unstorable``)."""
     if level > MAX_JSON_DEPTH:
         return level
     if isinstance(value, dict):
+        for key in value:
+            refuse_unstorable(key)
         return max((_depth(v, level + 1) for v in value.values()), default=level)
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level)
+    if isinstance(value, str):
+        refuse_unstorable(value)
     return level
+
+
+def refuse_unstorable(text: str) -> None:
+    """NUL and lone surrogates cannot be stored (PostgreSQL refuses them) nor written
+    into any Unix record: refuse them at the door, wherever they come from."""
+    if "\x00" in text:
+        raise MalformedRequest("NUL characters are not allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRequest("the request holds text that is not valid Unicode") from None
 
 
 def read_json_body() -> Any:
@@ -103,6 +119,8 @@ def _run(op: Operation, path_args: dict[str, Any]) -> Any:
     ctx = ServiceContext.build(db.session, current_app.config)
     actor = Actor(label="anonymous") if op.public else _authenticate(ctx)
     call = Call(actor=actor, ctx=ctx)
+    for value in (*path_args.values(), *request.args.keys(), *request.args.values()):
+        refuse_unstorable(value)
     if op.query is not None:
         call.query = op.query.model_validate(request.args.to_dict())
     elif request.args:

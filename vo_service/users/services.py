@@ -36,7 +36,10 @@ STATUS_ACTIONS = {"active": "user.reinstate", "suspended": "user.suspend", "dele
 
 def prefix_upper_bound(prefix: str) -> str:
     """The smallest string greater than every string starting with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    for i in range(len(prefix) - 1, -1, -1):
+        if ord(prefix[i]) < 0x10FFFF:
+            return prefix[:i] + chr(ord(prefix[i]) + 1)
+    return "\U0010ffff" * (len(prefix) + 1)
 
 
 class UserService:

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+
+def test_demo_vo_snapshot(app, api, admin_key, users):
+    status, vo = api.call("POST", "/vos", admin_key, {"name": "atlas"})
+    assert status == 201, vo
+    assert vo["group"] == {"path": "/atlas", "unix_name": "atlas", "gid": 400000,
+                           "description": "", "deleted": False}
+    alice = users.make("alice")
+    status, body = api.call("POST", "/vos/atlas/members", admin_key, {"user": "alice"})
+    assert status == 201, body
+    status, node = api.call("POST", "/nodes", admin_key, {"name": "n1.example", "vos": ["atlas"]})
+    assert status == 201, node
+    status, snap = api.call("GET", "/nodes/n1.example/snapshot", admin_key)
+    assert status == 200
+    assert [u["name"] for u in snap["users"]] == ["alice"]
+    assert snap["users"][0]["uid"] == alice.uid
+    assert snap["groups"][0]["members"] == ["alice"]
+
+
+def _state(ctx):
+    from sqlalchemy import func, select
+
+    from vo_service.db import db
+    from vo_service.sync.revisions import RevisionLog
+
+    counts = {t.name: ctx.session.scalar(select(func.count()).select_from(t))
+              for t in db.metadata.sorted_tables}
+    return counts, RevisionLog(ctx.session).current()
+
+
+@pytest.mark.parametrize("payload", [
+    {"username": "dave", "display_name": "Dave\x00"},
+    {"username": "dave", "display_name": "\ud800"},
+    {"username": "dave", "display_name": "Dave", "\x00": 1},
+])
+def test_unstorable_text_in_bodies_is_refused(app, api, admin_key, ctx, payload):
+    before = _state(ctx)
+    status, body = api.call("POST", "/users", admin_key, payload)
+    assert status == 400, body
+    assert body["title"] == "Malformed request"
+    assert "NUL" in body["detail"] or "not valid Unicode" in body["detail"]
+    assert _state(ctx) == before
+
+
+@pytest.mark.parametrize("path", [
+    "/users/al%00ice", "/users?q=a%00", "/vos/atlas%00/members", "/users?after=%ED%A0%80",
+    "/users?q=%F4%8F%BF%BF",
+])
+def test_unstorable_text_in_urls_is_refused_or_harmless(app, api, admin_key, path):
+    status, body = api.call("GET", path, admin_key)
+    assert status in (200, 400, 404), body
+    if status == 200:
+        assert isinstance(body["items"], list)
+    else:
+        assert body["status"] == status and body["detail"]
