@@ -41,7 +41,8 @@ FORBIDDEN_NUMBERS: tuple[tuple[int, int, str], ...] = (
 
 
 def _check_range(name: str, low: Any, high: Any) -> None:
-    if not isinstance(low, int) or not isinstance(high, int) or isinstance(low, bool):
+    if not isinstance(low, int) or not isinstance(high, int) or isinstance(low, bool) \
+            or isinstance(high, bool):
         raise ConfigurationError(f"{name}_MIN and {name}_MAX must be integers")
     if low > high:
         raise ConfigurationError(f"{name}_MIN ({low}) is above {name}_MAX ({high})")
@@ -50,6 +51,8 @@ def _check_range(name: str, low: Any, high: Any) -> None:
             raise ConfigurationError(
                 f"{name} range {low}-{high} overlaps {start}-{end} ({why})"
             )
+    if low < 0 or high >= 2**31:  # negative, or past 2^32 (beyond the table above)
+        raise ConfigurationError(f"{name} range {low}-{high} is outside 1000-{2**31 - 1}")
 
 
 def validate(config: Mapping[str, Any]) -> None:

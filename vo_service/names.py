@@ -19,6 +19,7 @@ registry of Unix names (``unix_names``) across users and groups.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .errors import InvalidInput
 
@@ -28,7 +29,7 @@ ROLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 NODE_NAME_RE = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
-EMAIL_RE = re.compile(r"[^@\s:,;<>\"'\\\x00-\x1f\x7f]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+EMAIL_RE = re.compile(r"[^@\s:,;<>()\[\]\"'\\\x00-\x1f\x7f-\x9f]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 UNIX_NAME_MAX = 32
 DISPLAY_NAME_MAX = 128
 
@@ -130,8 +131,11 @@ def validate_display_name(name: object) -> str:
         raise InvalidInput("display name must be a string")
     if len(name) > DISPLAY_NAME_MAX:
         raise InvalidInput(f"display name is longer than {DISPLAY_NAME_MAX} characters")
-    if any(c in ":," or ord(c) < 32 or ord(c) == 127 for c in name):
+    # Cc: C0 and C1 controls (U+0085 too); Zl, Zp: U+2028, U+2029 (line breaks to many tools).
+    if any(c in ":," or unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
         raise InvalidInput("display name may not contain ':', ',' or control characters")
+    if not name.strip():
+        raise InvalidInput("display name may not be blank")
     return name.strip()
 
 

@@ -86,8 +86,10 @@ class NumberAllocator:
     def _claim(self, number: object, pool: str, numbers: NumberRange,
                column: InstrumentedAttribute[int]) -> int:
         if not isinstance(number, int) or isinstance(number, bool) or number not in numbers:
+            shown = repr(number)
+            shown = shown if len(shown) <= 24 else shown[:24] + "..."
             raise InvalidInput(
-                f"{pool} {number!r} is outside the configured range {numbers.low}-{numbers.high}"
+                f"{pool} {shown} is outside the configured range {numbers.low}-{numbers.high}"
             )
         if self.session.scalar(select(exists().where(column == number))):
             raise AlreadyExists(f"{pool} {number} is already taken (numbers are never reused)")

@@ -31,12 +31,20 @@ def _on_xos_error(error: XosError) -> Response:
     return problem(error.status, error.title, error.detail, **error.extra)
 
 
+def _field(loc: tuple[int | str, ...]) -> str:
+    """A field's name as the client sent it, truncated and never raw control characters."""
+    name = ".".join(str(p) for p in loc)
+    name = name if len(name) <= 64 else name[:64] + "..."
+    return name if name.isprintable() else repr(name)
+
+
 def _on_validation_error(error: ValidationError) -> Response:
     db.session.rollback()
-    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+    errors = [{"field": _field(e["loc"]), "message": e["msg"]}
               for e in error.errors(include_input=False, include_url=False)]
-    return problem(422, "Invalid input", "the request does not match the schema",
-                   errors=errors)
+    summary = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:3])
+    return problem(422, "Invalid input", f"the request does not match the schema: {summary}",
+                   errors=errors[:20])
 
 
 def _on_integrity_error(error: IntegrityError) -> Response:
@@ -52,7 +60,10 @@ def _on_operational_error(error: OperationalError) -> Response:
 
 
 def _on_http_error(error: HTTPException) -> Response:
-    return problem(error.code or 500, error.name, error.description or error.name)
+    response = problem(error.code or 500, error.name, error.description or error.name)
+    if "Allow" in (headers := dict(error.get_headers())):  # 405 must name the methods
+        response.headers["Allow"] = headers["Allow"]
+    return response
 
 
 def register(app: Flask, blueprint_prefix: str) -> None:

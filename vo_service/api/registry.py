@@ -124,7 +124,9 @@ def _run(op: Operation, path_args: dict[str, Any]) -> Any:
     if op.query is not None:
         call.query = op.query.model_validate(request.args.to_dict())
     elif request.args:
-        raise MalformedRequest(f"unexpected query parameters: {', '.join(sorted(request.args))}")
+        names = [n if len(n) <= 40 and n.isprintable() else repr(n[:40])
+                 for n in sorted(request.args)[:5]]
+        raise MalformedRequest(f"unexpected query parameters: {', '.join(names)}")
     args: list[Any] = [call]
     if op.body is not None:
         args.append(op.body.model_validate(read_json_body()))

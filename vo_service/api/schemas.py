@@ -112,5 +112,5 @@ class ChangesQuery(Query):
 
 class AuditQuery(Query):
     vo: Name | None = None
-    after: Annotated[int, Field(ge=0)] | None = None
+    after: Annotated[int, Field(ge=0, le=2**62)] | None = None
     limit: Limit | None = None

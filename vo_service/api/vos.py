@@ -58,11 +58,12 @@ def delete_group(call: Call, vo: str, group: str) -> None:
     vos.delete_group(call.actor, vos.get(vo), group_path(vo, group))
 
 
-@operation("GET", "/vos/<vo>/groups/<path:group>/managers", summary="A group's managers",
-           tag=TAG)
+@operation("GET", "/vos/<vo>/groups/<path:group>/managers", summary="A group's managers"
+           " (VO admins, group managers)", tag=TAG)
 def list_managers(call: Call, vo: str, group: str) -> dict[str, Any]:
     vos = VOService(call.ctx)
     v = vos.get(vo)
+    call.ctx.authz.require_vo_reader(call.actor, v)  # user records: not for everyone
     return {"items": [user_record(u) for u in vos.managers(vos.group(v, group_path(vo, group)))]}
 
 

@@ -1,0 +1,277 @@
+"""Timing tools: latency statistics, a gunicorn server, HTTP loops, SQL capture and replay.
+
+Every loop is bounded twice, by a number of requests and by a time budget.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+
+WARMUP = 3
+
+
+@dataclass(frozen=True)
+class Budget:
+    requests: int
+    seconds: float
+
+
+@dataclass
+class Stats:
+    """Latencies in milliseconds."""
+
+    samples: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds * 1000)
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile."""
+        ordered = sorted(self.samples)
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] if ordered else math.nan
+
+    def summary(self) -> dict[str, float]:
+        n = len(self.samples)
+        return {"n": n, "p50": self.percentile(50), "p99": self.percentile(99),
+                "mean": sum(self.samples) / n if n else math.nan,
+                "max": max(self.samples) if n else math.nan}
+
+
+def timed_loop(call: Callable[[int], Any], budget: Budget, warmup: int = WARMUP) -> Stats:
+    """Run ``call(i)`` after ``warmup`` untimed calls until the budget is spent."""
+    for i in range(warmup):
+        call(i)
+    stats = Stats()
+    deadline = time.perf_counter() + budget.seconds
+    for i in range(budget.requests):
+        started = time.perf_counter()
+        if i and started > deadline:
+            break
+        call(i)
+        stats.add(time.perf_counter() - started)
+    return stats
+
+
+# -- HTTP -----------------------------------------------------------------------------
+class HttpClient:
+    """One connection to the server (http.client reconnects when the server closes)."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.connection.request(method, path, body=data, headers=headers)
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+    def get(self, path: str) -> bytes:
+        status, data = self.call("GET", path)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {data[:300]!r}")
+        return data
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(url: str, instance: str, workers: int, log: str) -> Iterator[int]:
+    """Serve ``vo_service:create_app()`` on 127.0.0.1 (sync workers, as scripts/demo.sh
+    does) and yield the port; the server is stopped however the block ends."""
+    port = free_port()
+    env = {**os.environ, "XOS_SQLALCHEMY_DATABASE_URI": url, "XOS_INSTANCE_PATH": instance}
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
+             str(workers), "--log-level", "warning", "vo_service:create_app()"],
+            env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    connection.close()
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not answer within 60 s; see {log}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def http_latency(port: int, key: str, paths: Sequence[str], budget: Budget) -> Stats:
+    client = HttpClient(port, key)
+    try:
+        return timed_loop(lambda i: client.get(paths[i % len(paths)]), budget)
+    finally:
+        client.close()
+
+
+@dataclass
+class Throughput:
+    created: int
+    errors: int
+    seconds: float
+    latency: Stats
+
+    def summary(self) -> dict[str, Any]:
+        return {"created": self.created, "errors": self.errors, "seconds": self.seconds,
+                "per_second": self.created / self.seconds if self.seconds else math.nan,
+                "latency": self.latency.summary()}
+
+
+def create_users(port: int, key: str, prefix: str, budget: Budget, clients: int
+                 ) -> Throughput:
+    """POST /api/v1/users from ``clients`` threads until the budget is spent."""
+    lock = threading.Lock()
+    numbers = iter(range(budget.requests))
+    stats, errors = Stats(), [0]
+    deadline = time.perf_counter() + budget.seconds
+
+    def worker() -> None:
+        client = HttpClient(port, key)
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    n = next(numbers, None)
+                if n is None:
+                    return
+                name = f"{prefix}{n:06d}"
+                started = time.perf_counter()
+                status, _ = client.call("POST", "/api/v1/users", {
+                    "username": name, "display_name": f"Bench {n}",
+                    "email": f"{name}@bench.example"})
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if status == 201:
+                        stats.add(elapsed)
+                    else:
+                        errors[0] += 1
+        finally:
+            client.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(worker) for _ in range(clients)]:
+            future.result()
+    return Throughput(len(stats.samples), errors[0], time.perf_counter() - started, stats)
+
+
+# -- in-process: the Flask pipeline without the network, and the bare SQL ---------------
+@dataclass
+class Captured:
+    """The SQL one request ran: every statement, and the reads for replay."""
+
+    statements: int
+    reads: list[tuple[str, Any]]
+
+
+def capture(app: Flask, engine: sa.Engine, path: str, headers: dict[str, str]) -> Captured:
+    """Run ``path`` through the Flask test client, recording each statement it executes."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+               executemany: bool) -> None:
+        seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = app.test_client().get(path, headers=headers)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    if response.status_code != 200:
+        raise RuntimeError(f"in-process GET {path}: {response.status_code}")
+    statements = [s for s in seen if not s[0].lstrip().upper().startswith(("BEGIN", "COMMIT"))]
+    reads = [s for s in statements if s[0].lstrip().upper().startswith("SELECT")
+             and "FOR UPDATE" not in s[0].upper()]
+    return Captured(len(statements), reads)
+
+
+def test_client_latency(app: Flask, paths: Sequence[str], headers: dict[str, str],
+                        budget: Budget) -> Stats:
+    client = app.test_client()
+
+    def call(i: int) -> None:
+        response = client.get(paths[i % len(paths)], headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"in-process GET {paths[i % len(paths)]}: "
+                               f"{response.status_code}")
+
+    return timed_loop(call, budget)
+
+
+def slowest_statement(url: str, request: Captured) -> dict[str, Any]:
+    """The read of ``request`` that takes longest (best of three), for the report."""
+    engine = sa.create_engine(url)
+    best: dict[str, Any] = {"ms": 0.0, "rows": 0, "sql": ""}
+    try:
+        with engine.connect() as conn:
+            for statement, parameters in request.reads:
+                times = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    rows = conn.exec_driver_sql(statement, parameters).fetchall()
+                    times.append(time.perf_counter() - started)
+                if min(times) * 1000 > best["ms"]:
+                    best = {"ms": min(times) * 1000, "rows": len(rows),
+                            "sql": " ".join(statement.split())}
+            conn.rollback()
+    finally:
+        engine.dispose()
+    return best
+
+
+def replay_latency(url: str, requests: Sequence[Captured], budget: Budget) -> Stats:
+    """Replay each request's reads through SQLAlchemy's driver-level execution, in one
+    transaction per request, fetching every row: the bare database cost."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            def call(i: int) -> None:
+                for statement, parameters in requests[i % len(requests)].reads:
+                    conn.exec_driver_sql(statement, parameters).fetchall()
+                conn.rollback()
+
+            return timed_loop(call, budget)
+    finally:
+        engine.dispose()
