@@ -385,6 +385,20 @@ def test_a_vo_admin_cannot_act_on_another_vo(app, client, world) -> None:
     assert response.get_json()["status"] == "active"
 
 
+def test_a_vo_admin_sees_a_users_memberships_in_their_vo_only(app, client, world) -> None:
+    response = call(client, "POST", "/vos/cms/members", world.keys["cms_admin"],
+                    {"user": "alice"})
+    assert response.status_code == 201, response.get_json()
+    seen = {}
+    for role in ("sysop", "member", "atlas_admin", "cms_admin"):
+        response = call(client, "GET", "/users/alice/memberships", world.keys[role])
+        assert response.status_code == 200, (role, response.get_json())
+        seen[role] = [m["vo"] for m in response.get_json()["items"]]
+    assert seen == {"sysop": ["atlas", "cms"], "member": ["atlas", "cms"],
+                    "atlas_admin": ["atlas"], "cms_admin": ["cms"]}
+    check_problem(call(client, "GET", "/users/alice/memberships", world.keys["outsider"]), 403)
+
+
 def test_a_member_cannot_act_as_admin(app, client, world) -> None:
     alice = world.keys["member"]
     before = state(db.session)

@@ -56,3 +56,18 @@ def test_unstorable_text_in_urls_is_refused_or_harmless(app, api, admin_key, pat
         assert isinstance(body["items"], list)
     else:
         assert body["status"] == status and body["detail"]
+
+
+def test_deleting_a_user_withdraws_admin_and_manager_rights(app, api, admin_key, users):
+    bob = users.make("bob")
+    assert api.call("POST", "/vos", admin_key, {"name": "atlas"})[0] == 201
+    assert api.call("POST", "/vos/atlas/groups", admin_key, {"path": "/atlas/ana"})[0] == 201
+    assert api.call("PUT", "/vos/atlas/admins/bob", admin_key)[0] == 204
+    assert api.call("PUT", "/vos/atlas/groups/ana/managers/bob", admin_key)[0] == 204
+    assert api.call("POST", f"/users/{bob.id}/delete", admin_key)[0] == 200
+    assert api.call("GET", "/vos/atlas", admin_key)[1]["admins"] == []
+    assert api.call("GET", "/vos/atlas/groups/ana/managers", admin_key)[1]["items"] == []
+    status, events = api.call("GET", "/audit?limit=1", admin_key)
+    assert events["items"][0]["action"] == "user.delete"
+    assert events["items"][0]["after"]["rights_withdrawn"] == ["admin of atlas",
+                                                               "manager of /atlas/ana"]

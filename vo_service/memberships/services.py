@@ -20,7 +20,7 @@ from ..sync.revisions import Change
 from ..timeutil import iso, today
 from ..users.models import User
 from ..users.services import prefix_upper_bound
-from ..vos.models import VO, Group, Role
+from ..vos.models import VO, Group, Role, VOAdmin
 from ..vos.services import VOService
 from .models import GroupMembership, Membership, RoleAssignment
 
@@ -123,10 +123,14 @@ class MembershipService:
 
     def of_user(self, actor: Actor, user: User) -> list[dict[str, Any]]:
         self.ctx.authz.require_self_or_admin_of_user(actor, user.id)
+        stmt = (select(Membership, VO).join(VO, VO.id == Membership.vo_id)
+                .where(Membership.user_id == user.id).order_by(VO.name))
+        if not actor.is_service_admin and actor.user_id != user.id:
+            # A VO admin sees the user's memberships in the VOs they administer only.
+            stmt = stmt.where(Membership.vo_id.in_(
+                select(VOAdmin.vo_id).where(VOAdmin.user_id == actor.user_id)))
         out: list[dict[str, Any]] = []
-        for m, vo in self.session.execute(select(Membership, VO).join(VO, VO.id == Membership.vo_id)
-                                          .where(Membership.user_id == user.id)
-                                          .order_by(VO.name)):
+        for m, vo in self.session.execute(stmt):
             out += self.records(vo, [(m, user)])
         return out
 

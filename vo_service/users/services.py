@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 
 from ..authz import Actor
 from ..context import ServiceContext
@@ -162,11 +162,29 @@ class UserService:
             from ..memberships.services import MembershipService
 
             MembershipService(self.ctx).remove_all_for_deleted_user(actor, user)
+            withdrawn = self._withdraw_management_rights(user)
         self.session.flush()
+        after = user_record(user)
+        if status == "deleted":
+            after["rights_withdrawn"] = withdrawn
         self.ctx.audit.append(actor.label, STATUS_ACTIONS[status], "user", str(user.id),
-                              before=before, after=user_record(user))
+                              before=before, after=after)
         self._publish_user(user)
         return user
+
+    def _withdraw_management_rights(self, user: User) -> list[str]:
+        """A deleted user administers and manages nothing any more; say what was held."""
+        from ..vos.models import VO, Group, GroupManager, VOAdmin
+
+        held = [f"admin of {name}" for name in self.session.scalars(
+            select(VO.name).join(VOAdmin, VOAdmin.vo_id == VO.id)
+            .where(VOAdmin.user_id == user.id))]
+        held += [f"manager of {path}" for path in self.session.scalars(
+            select(Group.path).join(GroupManager, GroupManager.group_id == Group.id)
+            .where(GroupManager.user_id == user.id))]
+        for model in (VOAdmin, GroupManager):
+            self.session.execute(delete(model).where(model.user_id == user.id))
+        return held
 
     def set_service_admin(self, actor: Actor, user: User, flag: bool) -> User:
         self.ctx.authz.require_service_admin(actor)
