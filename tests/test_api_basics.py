@@ -71,3 +71,20 @@ def test_deleting_a_user_withdraws_admin_and_manager_rights(app, api, admin_key,
     assert events["items"][0]["action"] == "user.delete"
     assert events["items"][0]["after"]["rights_withdrawn"] == ["admin of atlas",
                                                                "manager of /atlas/ana"]
+
+
+@pytest.mark.parametrize("expires_on", [1893456000, "1893456000", "2030-1-1", "20300101",
+                                        "2030-01-01T00:00:00"])
+def test_dates_are_iso_text_only(app, api, admin_key, users, expires_on):
+    users.make("bob")
+    assert api.call("POST", "/vos", admin_key, {"name": "atlas"})[0] == 201
+    status, body = api.call("POST", "/vos/atlas/members", admin_key,
+                            {"user": "bob", "expires_on": expires_on})
+    assert status == 422
+    assert "expires_on: Input should be a valid date" in body["detail"]
+
+
+@pytest.mark.parametrize("name", ["evil\u202egnp.exe", "a\u2066b", "x\u202ay"])
+def test_bidi_controls_are_refused_in_display_names(app, api, admin_key, name):
+    status, body = api.call("POST", "/users", admin_key, {"username": "bob", "display_name": name})
+    assert status == 422 and "control characters" in body["detail"]

@@ -11,17 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import make_app
+from flask import Flask
+from sqlalchemy.orm import scoped_session, sessionmaker
 
 from vo_service.api.problems import PROBLEM_TYPE
 from vo_service.api.registry import MAX_JSON_DEPTH
 from vo_service.apikeys.services import ApiKeyService
 from vo_service.audit.models import AuditHead
 from vo_service.authz import Actor
+from vo_service.context import ServiceContext
 from vo_service.db import db
 from vo_service.memberships.services import MembershipService
 from vo_service.nodes.services import NodeService
@@ -71,18 +76,19 @@ class World:
     values: dict[str, str] = field(default_factory=dict)
 
 
-@pytest.fixture
-def world(app, ctx, system, users) -> World:
+def build_world(ctx: ServiceContext) -> World:
     """sysop (service admin); VO atlas with groups /atlas/analysis, /atlas/ops and the
     deleted /atlas/old, role production, admin bob, member alice, pending frank, group
     manager gina of /atlas/analysis; VO cms with admin carol; dave outside every VO;
     erin suspended; gone deleted; a user cms_ops; nodes n1.example (atlas) and n2.example
     (cms); a revoked key."""
-    made = {name: users.make(name, **extra) for name, extra in [
+    system = Actor.system("pytest")
+    users, keys_service = UserService(ctx), ApiKeyService(ctx)
+    made = {name: users.create(system, name, name.capitalize(), **extra) for name, extra in [
         ("sysop", {"is_service_admin": True}), ("alice", {"email": "alice@example.org"}),
         ("bob", {"email": "bob@example.org"}), ("carol", {}), ("dave", {}), ("erin", {}),
         ("frank", {}), ("gina", {}), ("gone", {}), ("cms_ops", {})]}
-    keys = {name: users.key(made[name]) for name in
+    keys = {name: keys_service.issue(system, user=made[name])[1] for name in
             ("sysop", "alice", "bob", "carol", "dave", "erin", "frank", "gina")}
     keys["admin"] = keys.pop("sysop")
     vos, ms = VOService(ctx), MembershipService(ctx)
@@ -101,12 +107,11 @@ def world(app, ctx, system, users) -> World:
     nodes = NodeService(ctx)
     n1 = nodes.register(system, "n1.example", vos=["atlas"])
     nodes.register(system, "n2.example", vos=["cms"])
-    keys_service = ApiKeyService(ctx)
     _, keys["node"] = keys_service.issue(system, node=n1)
     revoked, keys["revoked"] = keys_service.issue(system, user=made["dave"])
     keys_service.revoke(system, revoked.key_id)
-    UserService(ctx).set_status(system, made["erin"], "suspended")
-    UserService(ctx).set_status(system, made["gone"], "deleted")
+    users.set_status(system, made["erin"], "suspended")
+    users.set_status(system, made["gone"], "deleted")
     db.session.commit()
     values = {"alice_uid": str(made["alice"].uid), "gone_uid": str(made["gone"].uid),
               "revoked_key_id": revoked.key_id,
@@ -115,6 +120,50 @@ def world(app, ctx, system, users) -> World:
               "today": today().isoformat(),
               "future": (today() + dt.timedelta(days=30)).isoformat()}
     return World(keys, values)
+
+
+@pytest.fixture(scope="module")
+def world_db(database_url: str) -> Iterator[tuple[Flask, sa.Connection, World, State]]:
+    """The world, built once per backend inside an outer transaction that is rolled back
+    at the end of the module (like conftest's ``app``, but shared by this module)."""
+    app = make_app(database_url)
+    with app.app_context():
+        connection = db.engine.connect()
+        outer = connection.begin()
+        original = db.session
+        db.session = scoped_session(sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint"))
+        try:
+            built = build_world(ServiceContext.build(db.session, app.config))
+            baseline = snapshot()
+            db.session.remove()
+            yield app, connection, built, baseline
+        finally:
+            db.session.remove()
+            db.session = original
+            outer.rollback()
+            connection.close()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def world(world_db) -> Iterator[World]:
+    """Each test runs in a SAVEPOINT of its own, rolled back afterwards."""
+    _, connection, built, baseline = world_db
+    test_savepoint = connection.begin_nested()
+    try:
+        # no test sees what an earlier one did
+        assert snapshot() == baseline
+        yield built
+    finally:
+        db.session.remove()
+        test_savepoint.rollback()
+
+
+@pytest.fixture
+def client(world_db, world):
+    """This module's own test client (pytest-flask's would open a second connection)."""
+    return world_db[0].test_client()
 
 
 # -- requests and their answers ------------------------------------------------------
@@ -173,6 +222,8 @@ def assert_problem(response, status: int, pattern: str) -> dict[str, Any]:
     assert problem["status"] == status
     assert problem["type"].startswith(PROBLEM_TYPE)
     assert problem["title"]
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="xos"'
     detail = problem["detail"]
     assert re.search(pattern, detail), f"{pattern!r} not in {detail!r}"
     assert len(detail) <= 400, detail
@@ -808,9 +859,22 @@ FORBIDDEN_CASES = [
         new_user()),
 ]
 
-REFUSED = [*USERNAME_CASES, *DISPLAY_CASES, *EMAIL_CASES, *UID_CASES, *DUPLICATE_CASES,
-           *VO_CASES, *GROUP_CASES, *ROLE_CASES, *NODE_CASES, *BODY_CASES, *DATE_CASES,
-           *QUERY_CASES, *NOT_FOUND_CASES, *TRANSITION_CASES, *AUTH_CASES]
+
+
+def prefixed(prefix: str, cases: list[Any]) -> list[Any]:
+    return [pytest.param(*c.values, id=f"{prefix}-{c.id}") for c in cases]
+
+
+REFUSED = [
+    *prefixed("username", USERNAME_CASES), *prefixed("display", DISPLAY_CASES),
+    *prefixed("email", EMAIL_CASES), *prefixed("number", UID_CASES),
+    *prefixed("duplicate", DUPLICATE_CASES), *prefixed("vo", VO_CASES),
+    *prefixed("group", GROUP_CASES), *prefixed("role", ROLE_CASES),
+    *prefixed("node", NODE_CASES), *prefixed("body", BODY_CASES),
+    *prefixed("date", DATE_CASES), *prefixed("query", QUERY_CASES),
+    *prefixed("missing", NOT_FOUND_CASES), *prefixed("state", TRANSITION_CASES),
+    *prefixed("auth", AUTH_CASES),
+]
 
 
 # -- the tests ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ NODE_NAME_RE = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
 EMAIL_RE = re.compile(r"[^@\s:,;<>()\[\]\"'\\\x00-\x1f\x7f-\x9f]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 UNIX_NAME_MAX = 32
 DISPLAY_NAME_MAX = 128
 
@@ -131,8 +132,10 @@ def validate_display_name(name: object) -> str:
         raise InvalidInput("display name must be a string")
     if len(name) > DISPLAY_NAME_MAX:
         raise InvalidInput(f"display name is longer than {DISPLAY_NAME_MAX} characters")
-    # Cc: C0 and C1 controls (U+0085 too); Zl, Zp: U+2028, U+2029 (line breaks to many tools).
-    if any(c in ":," or unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+    # Cc: C0 and C1 controls (U+0085 too); Zl, Zp: U+2028, U+2029 (line breaks to many tools);
+    # bidi embeddings, overrides and isolates reorder what `ls -l` or `ps` shows.
+    if any(c in ":," or c in BIDI_CONTROLS or unicodedata.category(c) in ("Cc", "Zl", "Zp")
+           for c in name):
         raise InvalidInput("display name may not contain ':', ',' or control characters")
     if not name.strip():
         raise InvalidInput("display name may not be blank")

@@ -4,15 +4,38 @@ maximum length, so oversized values never reach the services."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+from pydantic_core import PydanticCustomError
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=32)]
 Text = Annotated[StrictStr, Field(max_length=1000)]
 Reason = Annotated[StrictStr, Field(max_length=512)]
 Cursor = Annotated[str, Field(max_length=253)]
 Limit = Annotated[int, Field(ge=1, le=500)]
+
+
+ISO_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date_text(value: object) -> object:
+    """Dates travel as 'YYYY-MM-DD' only (no timestamps, no other spellings)."""
+    if not isinstance(value, str) or not ISO_DATE_RE.fullmatch(value):
+        raise PydanticCustomError("date_type", "Input should be a valid date (YYYY-MM-DD)")
+    return value
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date_text)]
 
 
 class Body(BaseModel):
@@ -75,16 +98,16 @@ class MembershipRequest(Body):
 
 class MemberAdd(Body):
     user: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    expires_on: dt.date | None = None
+    expires_on: IsoDate | None = None
 
 
 class MemberTransition(Body):
     reason: Reason = ""
-    expires_on: dt.date | None = None
+    expires_on: IsoDate | None = None
 
 
 class Expiry(Body):
-    expires_on: dt.date | None
+    expires_on: IsoDate | None
 
 
 class MemberQuery(PageQuery):
