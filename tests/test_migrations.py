@@ -48,7 +48,8 @@ def run_migration(url: str, direction: str, revision: str) -> None:
         db.engine.dispose()
 
 
-def head_revision(app: Flask) -> str:
+def head_revision() -> str:
+    """The newest migration (inside an app context)."""
     script = ScriptDirectory.from_config(migrate.get_config())
     head = script.get_current_head()
     assert head is not None
@@ -107,7 +108,7 @@ def test_migrated_schema_matches_the_models(fresh_url):
     with app.app_context(), db.engine.connect() as conn:
         assert schema_diff(conn) == []
         assert set(sa.inspect(conn).get_table_names()) == TABLES | {"alembic_version"}
-        assert MigrationContext.configure(conn).get_current_revision() == head_revision(app)
+        assert MigrationContext.configure(conn).get_current_revision() == head_revision()
     with app.app_context():
         db.engine.dispose()
 
@@ -202,7 +203,7 @@ def test_downgrade_to_base_and_upgrade_again(fresh_url):
     with app.app_context():
         with db.engine.connect() as conn:
             assert schema_diff(conn) == []
-            assert MigrationContext.configure(conn).get_current_revision() == head_revision(app)
+            assert MigrationContext.configure(conn).get_current_revision() == head_revision()
             assert seeds(conn) == ({"uid": None, "gid": None, "revision": None},
                                    [(1, 0, GENESIS)])
             assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one() == 0

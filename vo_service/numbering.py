@@ -4,9 +4,10 @@ Each pool is a row in ``counters`` holding the last number handed out. One
 ``UPDATE ... RETURNING`` advances it; on PostgreSQL the row lock it takes serialises
 concurrent allocators in every replica until their transactions end, and the unique
 constraints on ``users.uid`` and ``groups.gid`` are the last line of defence. The audit
-head is locked first (see ``AuditLog``), so lock order is the same in every writer. A number
-handed out by a transaction that rolls back was never visible to anyone, so skipping
-it is harmless. Numbers of deleted users and groups stay in their rows: never reused.
+head is locked first (see ``AuditLog``), so lock order is the same in every writer.
+A transaction that rolls back undoes its counter step too, so its number is handed out
+again later: it was never visible to anyone. Numbers of deleted users and groups stay in
+their rows: never reused.
 """
 
 from __future__ import annotations
