@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from ..authz import Actor
 from ..context import ServiceContext
@@ -82,11 +82,15 @@ class SyncService:
                 select(Membership.vo_id, User.username).join(User, User.id == Membership.user_id)
                 .where(Membership.vo_id.in_(ids), active).order_by(User.username)):
             members[roots[vo_id]].append(name)
+        # Driven by the groups' index: the node's groups are known, its VOs' members may
+        # be many more than those listed in subgroups.
+        subgroups = [g.id for g in groups if g.parent_id is not None]
         for group_id, name in self.session.execute(
                 select(GroupMembership.group_id, User.username)
                 .join(Membership, Membership.id == GroupMembership.membership_id)
                 .join(User, User.id == Membership.user_id)
-                .where(Membership.vo_id.in_(ids), active).order_by(User.username)):
+                .where(GroupMembership.group_id.in_(subgroups), active)
+                .order_by(User.username)):
             members[group_id].append(name)
         return {
             "node": node.name,
@@ -121,7 +125,7 @@ class SyncService:
             "resync_required": False,
             "users": self._users(user_ids, list(vos)),
             **self._groups(group_ids, vos),
-            **self._members(pairs, list(vos)),
+            **self._members(pairs),
         }
 
     def _users(self, user_ids: set[uuid.UUID], vo_ids: list[int]) -> list[dict[str, Any]]:
@@ -146,7 +150,7 @@ class SyncService:
                     removed.append(g.unix_name)
         return {"groups": upserts, "removed_groups": removed}
 
-    def _members(self, pairs: set[tuple[Any, Any]], vo_ids: list[int]) -> dict[str, Any]:
+    def _members(self, pairs: set[tuple[Any, Any]]) -> dict[str, Any]:
         if not pairs:
             return {"members_added": [], "members_removed": []}
         user_ids = {u for u, _ in pairs}
@@ -161,12 +165,16 @@ class SyncService:
         active = {(u, root_vo[v]) for u, v in self.session.execute(
             select(Membership.user_id, Membership.vo_id).join(User, User.id == Membership.user_id)
             .where(Membership.user_id.in_(user_ids), Membership.vo_id.in_(list(root_vo)), ok))}
-        active |= set(self.session.execute(
-            select(Membership.user_id, GroupMembership.group_id)
-            .join(Membership, Membership.id == GroupMembership.membership_id)
-            .join(User, User.id == Membership.user_id)
-            .where(tuple_(Membership.user_id, GroupMembership.group_id).in_(list(pairs)), ok)
-            .where(Membership.vo_id.in_(vo_ids))).all())
+        # Plain IN lists on indexed columns, then the exact pairs in Python: a row-value
+        # IN over (user, group) defeats the indexes on SQLite.
+        subgroups = [g for g in group_ids if groups[g].parent_id is not None]
+        if subgroups:
+            active |= {(u, g) for u, g in self.session.execute(
+                select(Membership.user_id, GroupMembership.group_id)
+                .join(Membership, Membership.id == GroupMembership.membership_id)
+                .join(User, User.id == Membership.user_id)
+                .where(GroupMembership.group_id.in_(subgroups),
+                       Membership.user_id.in_(user_ids), ok)) if (u, g) in pairs}
         added: list[dict[str, str]] = []
         removed: list[dict[str, str]] = []
         for u, g in sorted(pairs, key=lambda p: (names[p[0]], groups[p[1]].unix_name)):
