@@ -29,10 +29,11 @@ from .models import AccountChange
 LAST_CONTACT_GRANULARITY = dt.timedelta(seconds=30)
 
 
-def _user_view(user: User, active_somewhere: bool) -> dict[str, Any]:
-    return {"id": str(user.id), "name": user.username, "uid": user.uid, "gid": user.gid,
-            "display_name": user.display_name,
-            "locked": not (active_somewhere and user.status == "active")}
+def _user_view(user_id: uuid.UUID, name: str, number: int, display_name: str,
+               locked: bool) -> dict[str, Any]:
+    """A user as a node sees it; gid = uid (the private group)."""
+    return {"id": str(user_id), "name": name, "uid": number, "gid": number,
+            "display_name": display_name, "locked": locked}
 
 
 def _group_view(group: Group, vo_name: str) -> dict[str, Any]:
@@ -64,11 +65,17 @@ class SyncService:
         revision = self.ctx.revisions.current()
         vos = self._authorize(actor, node)
         ids = list(vos)
-        users: dict[uuid.UUID, tuple[User, bool]] = {}
-        for user, status in self.session.execute(
-                select(User, Membership.status).join(Membership, Membership.user_id == User.id)
+        # Plain columns, not ORM objects: a big node has tens of thousands of users.
+        users: dict[uuid.UUID, dict[str, Any]] = {}
+        for uid_, name, number, display, user_status, status in self.session.execute(
+                select(User.id, User.username, User.uid, User.display_name, User.status,
+                       Membership.status).join(Membership, Membership.user_id == User.id)
                 .where(Membership.vo_id.in_(ids))):
-            users[user.id] = (user, status == "active" or (user.id in users and users[user.id][1]))
+            unlocked = status == "active" and user_status == "active"
+            if uid_ in users:
+                users[uid_]["locked"] = users[uid_]["locked"] and not unlocked
+            else:
+                users[uid_] = _user_view(uid_, name, number, display, not unlocked)
         members: dict[int, list[str]] = defaultdict(list)
         active = (Membership.status == "active") & (User.status == "active")
         roots: dict[int, int] = {}
@@ -80,7 +87,7 @@ class SyncService:
                 roots[group.vo_id] = group.id
         for vo_id, name in self.session.execute(
                 select(Membership.vo_id, User.username).join(User, User.id == Membership.user_id)
-                .where(Membership.vo_id.in_(ids), active).order_by(User.username)):
+                .where(Membership.vo_id.in_(ids), active)):
             members[roots[vo_id]].append(name)
         # Driven by the groups' index: the node's groups are known, its VOs' members may
         # be many more than those listed in subgroups.
@@ -89,15 +96,15 @@ class SyncService:
                 select(GroupMembership.group_id, User.username)
                 .join(Membership, Membership.id == GroupMembership.membership_id)
                 .join(User, User.id == Membership.user_id)
-                .where(GroupMembership.group_id.in_(subgroups), active)
-                .order_by(User.username)):
+                .where(GroupMembership.group_id.in_(subgroups), active)):
             members[group_id].append(name)
+        for names in members.values():
+            names.sort()  # in Python: ORDER BY lures SQLite into walking the username index
         return {
             "node": node.name,
             "revision": revision,
             "vos": sorted(vos.values()),
-            "users": [_user_view(u, a) for u, a in sorted(users.values(),
-                                                          key=lambda p: p[0].username)],
+            "users": sorted(users.values(), key=lambda u: u["name"]),
             "groups": [{**_group_view(g, vos[g.vo_id]), "members": members.get(g.id, [])}
                        for g in groups],
         }
@@ -137,7 +144,9 @@ class SyncService:
                 .where(User.id.in_(user_ids), Membership.vo_id.in_(vo_ids))):
             prior = state.get(user.id, (user, False))[1]
             state[user.id] = (user, prior or status == "active")
-        return [_user_view(u, a) for u, a in sorted(state.values(), key=lambda p: p[0].username)]
+        return [_user_view(u.id, u.username, u.uid, u.display_name,
+                           not (active and u.status == "active"))
+                for u, active in sorted(state.values(), key=lambda p: p[0].username)]
 
     def _groups(self, group_ids: set[int], vos: dict[int, str]) -> dict[str, Any]:
         upserts, removed = [], []
