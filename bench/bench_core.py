@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -51,7 +53,9 @@ import sqlalchemy as sa
 from measure import (
     Budget,
     HttpClient,
+    busy_since,
     capture,
+    cpu_counters,
     create_users,
     gunicorn,
     http_latency,
@@ -61,6 +65,7 @@ from measure import (
 )
 from sqlalchemy.engine import make_url
 
+import vo_service
 from vo_service import create_app
 from vo_service.apikeys.services import ApiKeyService
 from vo_service.authz import Actor
@@ -73,6 +78,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 API = "/api/v1"
 CHANGES = 10  # member suspensions made through the API before timing changes-since
+CODE_ENV = "XOS_BENCH_CODE"  # set in the re-run that measures a frozen copy of the code
 
 
 @dataclass
@@ -89,6 +95,47 @@ class Keys:
 
     def of(self, endpoint: Endpoint) -> str:
         return self.admin if endpoint.key == "admin" else self.nodes[endpoint.key]
+
+
+# -- the code under test --------------------------------------------------------------
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def run_frozen(rev: str) -> int:
+    """Re-run this benchmark on ``vo_service`` exported from commit ``rev`` into a
+    temporary folder, so that edits to the working tree during the run change nothing."""
+    commit = git("rev-parse", f"{rev}^{{commit}}")
+    code = tempfile.mkdtemp(prefix="xos-bench-code-")
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit,
+                                  "vo_service"], check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(code, filter="data")
+        env = {**os.environ, "PYTHONPATH": code, CODE_ENV: f"{commit} {code}"}
+        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
+                                  *sys.argv[1:]], env=env)
+        try:
+            return child.wait()
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait(timeout=60)
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+
+
+def code_under_test() -> tuple[str, dict[str, Any]]:
+    """The folder gunicorn imports ``vo_service`` from, and what it holds."""
+    if CODE_ENV in os.environ:
+        commit, code = os.environ[CODE_ENV].split(" ", 1)
+        if not vo_service.__file__ or not vo_service.__file__.startswith(code):
+            raise RuntimeError(f"vo_service came from {vo_service.__file__}, not {code}")
+        return code, {"commit": commit, "source": "git archive of the commit"}
+    dirty = bool(git("status", "--porcelain", "--", "vo_service"))
+    return str(ROOT), {"commit": git("rev-parse", "HEAD"),
+                       "source": "working tree" + (" with uncommitted changes" if dirty else "")}
 
 
 # -- the database -----------------------------------------------------------------------
@@ -275,11 +322,11 @@ def time_reads(url: str, keys: Keys, targets: list[Endpoint], port: int,
     return results
 
 
-def time_creates(url: str, instance: str, keys: Keys, budget: Budget, log: str
+def time_creates(url: str, instance: str, keys: Keys, budget: Budget, log: str, code: str
                  ) -> list[dict[str, Any]]:
     out = []
     for workers in (1, 2):
-        with gunicorn(url, instance, workers, log) as port:
+        with gunicorn(url, instance, workers, log, code) as port:
             run = create_users(port, keys.admin, f"bench{workers}w", budget, 2 * workers)
         out.append({"workers": workers, "clients": 2 * workers, **run.summary()})
         print(f"  {workers} worker(s): {out[-1]['per_second']:.0f} users/s", flush=True)
@@ -315,16 +362,18 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"### {result['backend']} ({pop['users']:,} users, {pop['vos']:,} VOs, "
         f"{pop['groups']:,} groups)", "",
-        f"Run {result['started']}, `{result['command']}`; {m['cpu']}, {m['nproc']} cores, "
+        f"Run {result['started']} on vo_service {result['code']['commit'][:7]} "
+        f"({result['code']['source']}), `{result['command']}`; {m['cpu']}, {m['nproc']} cores, "
         f"{m['memory_gib']} GiB; Python {m['python']}, SQLite {m['sqlite']}"
         + (f", PostgreSQL {m['postgresql']}" if "postgresql" in m else "") + ".", "",
-        "| endpoint | answer | n | HTTP p50 ms | HTTP p99 ms | HTTP mean ms "
+        "| endpoint | answer | n | busy % | HTTP p50 ms | HTTP p99 ms | HTTP mean ms "
         "| in-process p50 ms | bare SQL p50 ms | SQL stmts | HTTP/bare |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["reads"]:
         h = r["http"]
-        lines.append(f"| {r['endpoint']} | {r['answer']} | {h['n']} | {h['p50']:.2f} "
+        lines.append(f"| {r['endpoint']} | {r['answer']} | {h['n']} | {h['busy_pct']:.0f} "
+                     f"| {h['p50']:.2f} "
                      f"| {h['p99']:.2f} | {h['mean']:.2f} | {r['in_process']['p50']:.2f} "
                      f"| {r['bare_sql']['p50']:.2f} | {r['statements']} | {r['ratio']:.1f} |")
     slow = [r for r in result["reads"] if r["slowest_sql"]["ms"] >= 2]
@@ -333,17 +382,24 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"- {r['endpoint']}: {r['slowest_sql']['ms']:.1f} ms, "
                   f"{r['slowest_sql']['rows']} rows: `{r['slowest_sql']['sql'][:150]}...`"
                   for r in slow]
-    lines += ["", "| POST /users | clients | users | seconds | users/s | p50 ms | p99 ms "
-              "| errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| POST /users | clients | users | busy % | seconds | users/s | p50 ms "
+              "| p99 ms | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in result["creates"]:
         lat = c["latency"]
         lines.append(f"| {c['workers']} gunicorn worker(s) | {c['clients']} | {c['created']} "
+                     f"| {lat['busy_pct']:.0f} "
                      f"| {c['seconds']:.1f} | {c['per_second']:.0f} | {lat['p50']:.2f} "
                      f"| {lat['p99']:.2f} | {c['errors']} |")
     load_s = result["load"]["seconds"]
     rows = result["load"]["rows"]
+    layers = [r[k] for r in result["reads"] for k in ("http", "in_process", "bare_sql")]
+    lines += ["", "busy %: the whole machine's CPU use while the HTTP loop ran (one request at a"
+              " time keeps about one of the cores busy, 50 %; more means other work ran too)."
+              f" Highest over all layers: {max(x['busy_pct'] for x in layers):.0f} %; waited for"
+              f" a quiet machine: {sum(x['waited_s'] for x in layers):.0f} s in all."]
     lines += ["", f"Loading: {sum(load_s.values()):.1f} s for {sum(rows.values()):,} rows ("
-              + ", ".join(f"{k} {v:.1f} s" for k, v in load_s.items()) + "); migrations "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in load_s.items())
+              + f"; machine busy {result['load']['busy_pct']:.0f} %); migrations "
               f"{result['migrate_seconds']:.1f} s. Rows: "
               + ", ".join(f"{k} {v:,}" for k, v in rows.items()) + ".",
               f"Numbers after the run: {result['numbers']}.", ""]
@@ -369,9 +425,15 @@ def main() -> None:
     parser.add_argument("--pg-url", help="maintenance URL (default: scripts/postgres.sh)")
     parser.add_argument("--quick", action="store_true",
                         help="10,000 users, 100 VOs, 1,000 groups, short loops")
+    parser.add_argument("--rev", default="HEAD",
+                        help="commit whose vo_service to measure, or 'worktree' for the files"
+                             " as they are (default: HEAD)")
     args = parser.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so gunicorn, the database and the temp folder go too.
+    # SIGTERM unwinds like Ctrl-C, so gunicorn, the database and the temp folders go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.rev != "worktree" and CODE_ENV not in os.environ:
+        sys.exit(run_frozen(args.rev))
+    code, code_info = code_under_test()
     if args.quick:
         args.users, args.vos, args.groups, args.nodes = 10_000, 100, 1_000, 20
         args.requests, args.seconds, args.create = 50, 5, 200
@@ -392,25 +454,28 @@ def main() -> None:
             t0 = time.perf_counter()
             migrate(url)
             migrate_seconds = time.perf_counter() - t0
+            mark = cpu_counters()
             summary = load.load(url, population, args.sqlite_analyze)
+            load_busy = busy_since(mark)
             print(f"  loaded in {sum(summary.seconds.values()):.1f} s: {summary.rows}",
                   flush=True)
             keys = make_keys(url, [load.TYPICAL_NODE, load.BIG_NODE])
-            with gunicorn(url, workdir, 1, log) as port:
+            with gunicorn(url, workdir, 1, log, code) as port:
                 since = suspend_members(port, keys, url, summary.node_vos[load.TYPICAL_NODE])
                 targets = endpoints(url, summary, since, random.Random(args.seed))
                 print("reads (HTTP, 1 gunicorn worker):", flush=True)
                 reads = time_reads(url, keys, targets, port, reads_budget)
             print("creating users through the API:", flush=True)
-            creates = time_creates(url, workdir, keys, create_budget, log)
+            creates = time_creates(url, workdir, keys, create_budget, log, code)
             result = {
                 "backend": args.backend + (" + ANALYZE" if args.sqlite_analyze
                                            and args.backend == "sqlite" else ""),
                 "started": started.isoformat(timespec="seconds"),
                 "command": " ".join([".venv/bin/python", "bench/bench_core.py", *sys.argv[1:]]),
-                "machine": machine(url), "population": asdict(population),
+                "code": code_info, "machine": machine(url), "population": asdict(population),
                 "budget": asdict(reads_budget), "migrate_seconds": migrate_seconds,
                 "load": {"seconds": summary.seconds, "rows": summary.rows,
+                         "busy_pct": 100 * load_busy,
                          "largest_vos": dict(list(summary.vo_sizes.items())[:3]),
                          "node_vos": summary.node_vos},
                 "reads": reads, "creates": creates, "numbers": check_numbers(url),

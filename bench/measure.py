@@ -24,6 +24,8 @@ import sqlalchemy as sa
 from flask import Flask
 
 WARMUP = 3
+QUIET_BUSY = 0.15  # machine-wide busy fraction under which we call the machine quiet
+QUIET_WAIT = 180.0  # most seconds to wait for quiet before each measurement
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Stats:
     """Latencies in milliseconds."""
 
     samples: list[float] = field(default_factory=list)
+    busy: float = math.nan  # machine-wide CPU busy fraction while measuring (1 = all cores)
+    waited: float = 0.0  # seconds spent waiting for other load to end first
 
     def add(self, seconds: float) -> None:
         self.samples.append(seconds * 1000)
@@ -50,14 +54,43 @@ class Stats:
         n = len(self.samples)
         return {"n": n, "p50": self.percentile(50), "p99": self.percentile(99),
                 "mean": sum(self.samples) / n if n else math.nan,
-                "max": max(self.samples) if n else math.nan}
+                "max": max(self.samples) if n else math.nan,
+                "busy_pct": 100 * self.busy, "waited_s": self.waited}
+
+
+def cpu_counters() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_since(start: tuple[int, int]) -> float:
+    busy, total = cpu_counters()
+    return (busy - start[0]) / max(1, total - start[1])
+
+
+def wait_quiet(limit: float = QUIET_WAIT) -> float:
+    """Wait (at most ``limit`` s) until the machine is idle for a second: other work on
+    a 2-core machine would be timed too. Return the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        mark = cpu_counters()
+        time.sleep(1)
+        if busy_since(mark) < QUIET_BUSY:
+            break
+    return max(0.0, time.monotonic() - started - 1)
 
 
 def timed_loop(call: Callable[[int], Any], budget: Budget, warmup: int = WARMUP) -> Stats:
-    """Run ``call(i)`` after ``warmup`` untimed calls until the budget is spent."""
+    """Run ``call(i)`` after ``warmup`` untimed calls until the budget is spent; wait for
+    a quiet machine first and record how busy the machine was meanwhile."""
+    waited = wait_quiet()
     for i in range(warmup):
         call(i)
-    stats = Stats()
+    stats = Stats(waited=waited)
+    mark = cpu_counters()
     deadline = time.perf_counter() + budget.seconds
     for i in range(budget.requests):
         started = time.perf_counter()
@@ -65,6 +98,7 @@ def timed_loop(call: Callable[[int], Any], budget: Budget, warmup: int = WARMUP)
             break
         call(i)
         stats.add(time.perf_counter() - started)
+    stats.busy = busy_since(mark)
     return stats
 
 
@@ -103,16 +137,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(url: str, instance: str, workers: int, log: str) -> Iterator[int]:
-    """Serve ``vo_service:create_app()`` on 127.0.0.1 (sync workers, as scripts/demo.sh
-    does) and yield the port; the server is stopped however the block ends."""
+def gunicorn(url: str, instance: str, workers: int, log: str, code: str) -> Iterator[int]:
+    """Serve ``vo_service:create_app()`` from the folder ``code`` on 127.0.0.1 (sync
+    workers, as scripts/demo.sh does) and yield the port; the server is stopped however
+    the block ends."""
     port = free_port()
     env = {**os.environ, "XOS_SQLALCHEMY_DATABASE_URI": url, "XOS_INSTANCE_PATH": instance}
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-             str(workers), "--log-level", "warning", "vo_service:create_app()"],
-            env=env, stdout=out, stderr=out)
+             str(workers), "--chdir", code, "--log-level", "warning",
+             "vo_service:create_app()"],
+            env=env, stdout=out, stderr=out, cwd=code)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -165,8 +201,9 @@ def create_users(port: int, key: str, prefix: str, budget: Budget, clients: int
     """POST /api/v1/users from ``clients`` threads until the budget is spent."""
     lock = threading.Lock()
     numbers = iter(range(budget.requests))
-    stats, errors = Stats(), [0]
-    deadline = time.perf_counter() + budget.seconds
+    stats, errors = Stats(waited=wait_quiet()), [0]
+    mark, started = cpu_counters(), time.perf_counter()
+    deadline = started + budget.seconds
 
     def worker() -> None:
         client = HttpClient(port, key)
@@ -177,11 +214,11 @@ def create_users(port: int, key: str, prefix: str, budget: Budget, clients: int
                 if n is None:
                     return
                 name = f"{prefix}{n:06d}"
-                started = time.perf_counter()
+                begun = time.perf_counter()
                 status, _ = client.call("POST", "/api/v1/users", {
                     "username": name, "display_name": f"Bench {n}",
                     "email": f"{name}@bench.example"})
-                elapsed = time.perf_counter() - started
+                elapsed = time.perf_counter() - begun
                 with lock:
                     if status == 201:
                         stats.add(elapsed)
@@ -190,10 +227,10 @@ def create_users(port: int, key: str, prefix: str, budget: Budget, clients: int
         finally:
             client.close()
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(worker) for _ in range(clients)]:
             future.result()
+    stats.busy = busy_since(mark)
     return Throughput(len(stats.samples), errors[0], time.perf_counter() - started, stats)
 
 
