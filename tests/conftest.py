@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import flask_migrate
@@ -109,10 +110,10 @@ def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XOS_INSTANCE_PATH"] = previous
 
 
-@pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
-    """The app, its session bound to one connection whose transaction is rolled back."""
-    app = make_app(database_url)
+@contextmanager
+def rolled_back(app: Flask) -> Iterator[sa.Connection]:
+    """Inside ``app``'s context, bind ``db.session`` to one connection whose outer
+    transaction is rolled back at the end; the services' commits become SAVEPOINTs."""
     with app.app_context():
         connection = db.engine.connect()
         outer = connection.begin()
@@ -120,13 +121,21 @@ def app(database_url: str) -> Iterator[Flask]:
         db.session = scoped_session(sessionmaker(
             bind=connection, join_transaction_mode="create_savepoint"))
         try:
-            yield app
+            yield connection
         finally:
             db.session.remove()
             db.session = original
             outer.rollback()
             connection.close()
             db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    """The app, its session bound to one connection whose transaction is rolled back."""
+    app = make_app(database_url)
+    with rolled_back(app):
+        yield app
 
 
 # -- services and users ---------------------------------------------------------------

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app
+from conftest import make_app, rolled_back
 from flask import Flask
-from sqlalchemy.orm import scoped_session, sessionmaker
 
 from vo_service.api.problems import PROBLEM_TYPE
 from vo_service.api.registry import MAX_JSON_DEPTH
@@ -127,23 +126,11 @@ def world_db(database_url: str) -> Iterator[tuple[Flask, sa.Connection, World, S
     """The world, built once per backend inside an outer transaction that is rolled back
     at the end of the module (like conftest's ``app``, but shared by this module)."""
     app = make_app(database_url)
-    with app.app_context():
-        connection = db.engine.connect()
-        outer = connection.begin()
-        original = db.session
-        db.session = scoped_session(sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint"))
-        try:
-            built = build_world(ServiceContext.build(db.session, app.config))
-            baseline = snapshot()
-            db.session.remove()
-            yield app, connection, built, baseline
-        finally:
-            db.session.remove()
-            db.session = original
-            outer.rollback()
-            connection.close()
-            db.engine.dispose()
+    with rolled_back(app) as connection:
+        built = build_world(ServiceContext.build(db.session, app.config))
+        baseline = snapshot()
+        db.session.remove()
+        yield app, connection, built, baseline
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app
+from conftest import make_app, rolled_back
 from flask import Flask
-from sqlalchemy.orm import scoped_session, sessionmaker
 
 from vo_service import create_app
 from vo_service.apikeys.services import ApiKeyService
@@ -199,20 +198,8 @@ def narrow_app(database_url: str) -> Iterator[Flask]:
     """One uid and one gid only; the session is rolled back like conftest's ``app``."""
     app = make_app(database_url, UID_MIN=300000, UID_MAX=300000, GID_MIN=400000,
                    GID_MAX=400000)
-    with app.app_context():
-        connection = db.engine.connect()
-        outer = connection.begin()
-        original = db.session
-        db.session = scoped_session(sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint"))
-        try:
-            yield app
-        finally:
-            db.session.remove()
-            db.session = original
-            outer.rollback()
-            connection.close()
-            db.engine.dispose()
+    with rolled_back(app):
+        yield app
 
 
 def state() -> tuple[dict[str, int], int, dict[str, int | None]]:

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pytest
+from conftest import actor_for
 
 from vo_service.db import db
 from vo_service.memberships.services import MembershipService
@@ -93,7 +94,7 @@ def test_snapshot_holds_only_the_nodes_vos(ctx, system, world):
 def test_members_who_are_not_active_stay_resolvable_but_locked(ctx, system, world):
     ms = MembershipService(ctx)
     ms.transition(system, world["atlas"], world["bob"], "suspend")
-    ms.request(_actor(world["dave"]), world["atlas"], world["dave"])
+    ms.request(actor_for(world["dave"]), world["atlas"], world["dave"])
     db.session.commit()
     snap = snapshot(ctx, system, world["node"])
     locked = {u["name"]: u["locked"] for u in snap["users"]}
@@ -106,12 +107,6 @@ def test_members_who_are_not_active_stay_resolvable_but_locked(ctx, system, worl
     assert {u["name"]: u["locked"] for u in snap["users"]} == {
         "alice": True, "bob": True, "dave": True}
     assert all(g["members"] == [] for g in snap["groups"])
-
-
-def _actor(user):
-    from tests.conftest import actor_for
-
-    return actor_for(user)
 
 
 def test_changes_since_carry_only_what_changed(ctx, system, world, users):
