@@ -2,8 +2,13 @@
 
     .venv/bin/python bench/bench_core.py --backend sqlite --users 100000 --vos 1000 \\
         --groups 10000
+    .venv/bin/python bench/bench_core.py --backend sqlite --sqlite-analyze  # same sizes
     .venv/bin/python bench/bench_core.py --backend postgresql   # same sizes by default
-    .venv/bin/python bench/bench_core.py --backend sqlite --quick   # about a minute
+    .venv/bin/python bench/bench_core.py --backend sqlite --quick   # about two minutes
+
+The code measured is ``vo_service`` of commit ``--rev`` (default HEAD), exported into a
+temporary folder, so that edits to the working tree during a run change nothing;
+``--rev worktree`` measures the files as they are.
 
 Steps: a fresh database (a SQLite file in a temporary folder, or a PostgreSQL database
 created through the URL printed by ``scripts/postgres.sh`` and dropped at the end), the
@@ -406,7 +411,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--users", type=int, default=load.Population.users)
@@ -429,31 +434,26 @@ def main() -> None:
                         help="commit whose vo_service to measure, or 'worktree' for the files"
                              " as they are (default: HEAD)")
     args = parser.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so gunicorn, the database and the temp folders go too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.rev != "worktree" and CODE_ENV not in os.environ:
-        sys.exit(run_frozen(args.rev))
-    code, code_info = code_under_test()
     if args.quick:
         args.users, args.vos, args.groups, args.nodes = 10_000, 100, 1_000, 20
         args.requests, args.seconds, args.create = 50, 5, 200
+    args.sqlite_analyze = args.sqlite_analyze and args.backend == "sqlite"
+    return args
+
+
+def benchmark(args: argparse.Namespace, code: str, log: str) -> dict[str, Any]:
+    """Load a fresh database, time the reads and the creations; return the figures."""
     population = load.Population(args.users, args.vos, args.groups, args.nodes, args.seed)
-    reads_budget = Budget(args.requests, args.seconds)
-    create_budget = Budget(args.create, 300)
-    started = dt.datetime.now(dt.UTC)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    name = f"core-{args.backend}{'-analyze' if args.sqlite_analyze else ''}-{stamp}"
-    log = str(RESULTS / f"{name}-gunicorn.log")
+    budget = Budget(args.requests, args.seconds)
     workdir = tempfile.mkdtemp(prefix="xos-bench-")
     previous = os.environ.get("XOS_INSTANCE_PATH")
     os.environ["XOS_INSTANCE_PATH"] = workdir
     try:
         with database(args.backend, args.pg_url, workdir) as url:
             print(f"{args.backend}: migrating and loading {population}", flush=True)
-            t0 = time.perf_counter()
+            started = time.perf_counter()
             migrate(url)
-            migrate_seconds = time.perf_counter() - t0
+            migrate_seconds = time.perf_counter() - started
             mark = cpu_counters()
             summary = load.load(url, population, args.sqlite_analyze)
             load_busy = busy_since(mark)
@@ -464,16 +464,13 @@ def main() -> None:
                 since = suspend_members(port, keys, url, summary.node_vos[load.TYPICAL_NODE])
                 targets = endpoints(url, summary, since, random.Random(args.seed))
                 print("reads (HTTP, 1 gunicorn worker):", flush=True)
-                reads = time_reads(url, keys, targets, port, reads_budget)
+                reads = time_reads(url, keys, targets, port, budget)
             print("creating users through the API:", flush=True)
-            creates = time_creates(url, workdir, keys, create_budget, log, code)
-            result = {
-                "backend": args.backend + (" + ANALYZE" if args.sqlite_analyze
-                                           and args.backend == "sqlite" else ""),
-                "started": started.isoformat(timespec="seconds"),
-                "command": " ".join([".venv/bin/python", "bench/bench_core.py", *sys.argv[1:]]),
-                "code": code_info, "machine": machine(url), "population": asdict(population),
-                "budget": asdict(reads_budget), "migrate_seconds": migrate_seconds,
+            creates = time_creates(url, workdir, keys, Budget(args.create, 300), log, code)
+            return {
+                "backend": args.backend + (" + ANALYZE" if args.sqlite_analyze else ""),
+                "machine": machine(url), "population": asdict(population),
+                "budget": asdict(budget), "migrate_seconds": migrate_seconds,
                 "load": {"seconds": summary.seconds, "rows": summary.rows,
                          "busy_pct": 100 * load_busy,
                          "largest_vos": dict(list(summary.vo_sizes.items())[:3]),
@@ -486,10 +483,28 @@ def main() -> None:
         else:
             os.environ["XOS_INSTANCE_PATH"] = previous
         shutil.rmtree(workdir, ignore_errors=True)
-    base = RESULTS / name
-    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    # SIGTERM unwinds like Ctrl-C, so gunicorn, the database and the temp folders go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.rev != "worktree" and CODE_ENV not in os.environ:
+        sys.exit(run_frozen(args.rev))
+    code, code_info = code_under_test()
+    started = dt.datetime.now(dt.UTC)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = (f"core-{args.backend}{'-analyze' if args.sqlite_analyze else ''}-"
+            f"{started.strftime('%Y%m%dT%H%M%SZ')}")
+    log = RESULTS / f"{name}-gunicorn.log"
+    result = {"started": started.isoformat(timespec="seconds"), "code": code_info,
+              "command": " ".join([".venv/bin/python", "bench/bench_core.py", *sys.argv[1:]]),
+              **benchmark(args, code, str(log))}
+    if log.exists() and not log.stat().st_size:
+        log.unlink()  # gunicorn had nothing to say
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
-    base.with_suffix(".md").write_text(text)
+    (RESULTS / f"{name}.md").write_text(text)
     print("\n" + text)
 
 

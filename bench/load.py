@@ -218,7 +218,10 @@ class Loader:
         return made
 
     def load_vos(self) -> None:
-        vos, groups, names, roles = [], [], [], []
+        vos: list[dict[str, Any]] = []
+        groups: list[dict[str, Any]] = []
+        names: list[dict[str, Any]] = []
+        roles: list[dict[str, Any]] = []
         next_id, next_gid = 1, GID_MIN
         for index, size in enumerate(_spread(self.pop.groups, self.pop.vos)):
             vo_id, name, at = index + 1, f"vo{index + 1:04d}", self.history.tick()
@@ -384,7 +387,7 @@ class Loader:
         final = ("active" if draw < 0.90 else "suspended" if draw < 0.95
                  else "pending" if draw < 0.99 else "removed")
         at = history.now
-        m = {"id": self.membership_id, "user_id": user_id, "vo_id": vo.id,
+        m: dict[str, Any] = {"id": self.membership_id, "user_id": user_id, "vo_id": vo.id,
              "status": "pending" if final == "pending" else "active", "expires_on": None,
              "approved_by": None, "reason": "", "requested_at": at, "updated_at": at}
         if final == "pending":

@@ -9,8 +9,21 @@ command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v ssh >/dev/null || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)   # tests run their own sshd in a namespace
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2
+    # Packages must not start daemons here (openssh-server would listen on port 22):
+    # a policy-rc.d that says "no" while we install, unless the machine has its own.
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        own_policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$own_policy" && chmod 755 "$own_policy"
+        trap 'rm -f "$own_policy"' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
