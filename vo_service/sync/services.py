@@ -36,6 +36,11 @@ def _user_view(user_id: uuid.UUID, name: str, number: int, display_name: str,
             "display_name": display_name, "locked": locked}
 
 
+def _counts(membership_status: str, user_status: str) -> bool:
+    """Whether a membership puts the user in the VO's groups on nodes."""
+    return membership_status == "active" and user_status == "active"
+
+
 def _group_view(group: Group, vo_name: str) -> dict[str, Any]:
     return {"name": group.unix_name, "gid": group.gid, "path": group.path, "vo": vo_name}
 
@@ -66,38 +71,35 @@ class SyncService:
         vos = self._authorize(actor, node)
         ids = list(vos)
         # Plain columns, not ORM objects: a big node has tens of thousands of users.
+        # Statuses are filtered here, not in SQL: an indexed status column with a few
+        # values lures SQLite's planner into walking every active row of the population.
+        groups = list(self.session.scalars(select(Group).where(
+            Group.vo_id.in_(ids), Group.deleted_at.is_(None)).order_by(Group.path)))
+        roots = {g.vo_id: g.id for g in groups if g.parent_id is None}
         users: dict[uuid.UUID, dict[str, Any]] = {}
-        for uid_, name, number, display, user_status, status in self.session.execute(
+        members: dict[int, list[str]] = defaultdict(list)
+        for uid_, name, number, display, user_status, vo_id, status in self.session.execute(
                 select(User.id, User.username, User.uid, User.display_name, User.status,
-                       Membership.status).join(Membership, Membership.user_id == User.id)
+                       Membership.vo_id, Membership.status)
+                .join(Membership, Membership.user_id == User.id)
                 .where(Membership.vo_id.in_(ids))):
-            unlocked = status == "active" and user_status == "active"
+            unlocked = _counts(status, user_status)
+            if unlocked:
+                members[roots[vo_id]].append(name)
             if uid_ in users:
                 users[uid_]["locked"] = users[uid_]["locked"] and not unlocked
             else:
                 users[uid_] = _user_view(uid_, name, number, display, not unlocked)
-        members: dict[int, list[str]] = defaultdict(list)
-        active = (Membership.status == "active") & (User.status == "active")
-        roots: dict[int, int] = {}
-        groups: list[Group] = []
-        for group in self.session.scalars(select(Group).where(
-                Group.vo_id.in_(ids), Group.deleted_at.is_(None)).order_by(Group.path)):
-            groups.append(group)
-            if group.parent_id is None:
-                roots[group.vo_id] = group.id
-        for vo_id, name in self.session.execute(
-                select(Membership.vo_id, User.username).join(User, User.id == Membership.user_id)
-                .where(Membership.vo_id.in_(ids), active)):
-            members[roots[vo_id]].append(name)
         # Driven by the groups' index: the node's groups are known, its VOs' members may
         # be many more than those listed in subgroups.
         subgroups = [g.id for g in groups if g.parent_id is not None]
-        for group_id, name in self.session.execute(
-                select(GroupMembership.group_id, User.username)
+        for group_id, name, status, user_status in self.session.execute(
+                select(GroupMembership.group_id, User.username, Membership.status, User.status)
                 .join(Membership, Membership.id == GroupMembership.membership_id)
                 .join(User, User.id == Membership.user_id)
-                .where(GroupMembership.group_id.in_(subgroups), active)):
-            members[group_id].append(name)
+                .where(GroupMembership.group_id.in_(subgroups))):
+            if _counts(status, user_status):
+                members[group_id].append(name)
         for names in members.values():
             names.sort()  # in Python: ORDER BY lures SQLite into walking the username index
         return {
@@ -168,22 +170,25 @@ class SyncService:
                                           .where(User.id.in_(user_ids))).all())
         groups = {g.id: g for g in self.session.scalars(
             select(Group).where(Group.id.in_(group_ids)))}
-        ok = (Membership.status == "active") & (User.status == "active")
         # Root groups: every active member of the VO.
         root_vo = {g.vo_id: g.id for g in groups.values() if g.parent_id is None}
-        active = {(u, root_vo[v]) for u, v in self.session.execute(
-            select(Membership.user_id, Membership.vo_id).join(User, User.id == Membership.user_id)
-            .where(Membership.user_id.in_(user_ids), Membership.vo_id.in_(list(root_vo)), ok))}
-        # Plain IN lists on indexed columns, then the exact pairs in Python: a row-value
-        # IN over (user, group) defeats the indexes on SQLite.
+        active = {(u, root_vo[v]) for u, v, status, user_status in self.session.execute(
+            select(Membership.user_id, Membership.vo_id, Membership.status, User.status)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.user_id.in_(user_ids), Membership.vo_id.in_(list(root_vo))))
+            if _counts(status, user_status)}
+        # Plain IN lists on indexed columns, then the exact pairs and statuses in Python: a
+        # row-value IN over (user, group) or a status filter defeats the indexes on SQLite.
         subgroups = [g for g in group_ids if groups[g].parent_id is not None]
         if subgroups:
-            active |= {(u, g) for u, g in self.session.execute(
-                select(Membership.user_id, GroupMembership.group_id)
+            active |= {(u, g) for u, g, status, user_status in self.session.execute(
+                select(Membership.user_id, GroupMembership.group_id, Membership.status,
+                       User.status)
                 .join(Membership, Membership.id == GroupMembership.membership_id)
                 .join(User, User.id == Membership.user_id)
                 .where(GroupMembership.group_id.in_(subgroups),
-                       Membership.user_id.in_(user_ids), ok)) if (u, g) in pairs}
+                       Membership.user_id.in_(user_ids)))
+                if (u, g) in pairs and _counts(status, user_status)}
         added: list[dict[str, str]] = []
         removed: list[dict[str, str]] = []
         for u, g in sorted(pairs, key=lambda p: (names[p[0]], groups[p[1]].unix_name)):
