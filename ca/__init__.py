@@ -5,6 +5,7 @@ lookups in, and get certificates, CRLs and OCSP answers out. Everything that oth
 packages may use is exported here; ``ca._internal`` is private. See docs/ca.md.
 """
 
+from ._internal.signing import PrivateKey
 from .attributes import (
     XOS_ARC,
     XOS_NODE_ATTRIBUTES_OID,
@@ -51,6 +52,7 @@ __all__ = [
     "MalformedInput",
     "NodeAttributes",
     "PolicyError",
+    "PrivateKey",
     "Revoked",
     "SSHCertificateAuthority",
     "VOAttributes",

@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import scoped_session, sessionmaker
 
+from ca.directory import CADirectory
 from vo_service import create_app
 from vo_service.apikeys.services import ApiKeyService
 from vo_service.authz import Actor
@@ -98,16 +99,24 @@ def make_app(url: str, **config: Any) -> Flask:
     return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, **config})
 
 
+CA_PASSPHRASE = "test CA passphrase"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The app's instance folder lives in pytest's temporary tree, not in the repo."""
-    previous = os.environ.get("XOS_INSTANCE_PATH")
-    os.environ["XOS_INSTANCE_PATH"] = str(tmp_path_factory.mktemp("instance"))
-    yield
-    if previous is None:
-        os.environ.pop("XOS_INSTANCE_PATH", None)
-    else:
-        os.environ["XOS_INSTANCE_PATH"] = previous
+def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app's instance folder lives in pytest's temporary tree, not in the repo, with
+    a CA made by ``xos-ca``'s own code in its default place (``<instance>/ca``)."""
+    saved = {k: os.environ.get(k) for k in ("XOS_INSTANCE_PATH", "XOS_CA_PASSPHRASE")}
+    path = tmp_path_factory.mktemp("instance")
+    os.environ["XOS_INSTANCE_PATH"] = str(path)
+    os.environ["XOS_CA_PASSPHRASE"] = CA_PASSPHRASE
+    CADirectory.init(path / "ca", "Pytest Grid", CA_PASSPHRASE.encode())
+    yield str(path)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @contextmanager

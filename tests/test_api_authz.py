@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+from flask import current_app
 from sqlalchemy import func, select
 
 from vo_service.api.registry import OPERATIONS
@@ -25,6 +30,8 @@ from vo_service.authz import Actor
 from vo_service.db import db
 from vo_service.memberships.services import MembershipService
 from vo_service.nodes.services import NodeService
+from vo_service.pki.authority import authority
+from vo_service.pki.services import CertificateService
 from vo_service.sync.revisions import RevisionLog
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
@@ -43,6 +50,23 @@ VO_ADMINS = frozenset({"sysop", "atlas_admin"})
 VO_READERS = VO_ADMINS | {"manager"}
 
 TOMORROW = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+
+
+def _csr(common_name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)])).sign(
+        key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _ssh_key() -> str:
+    return ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+CSR, NODE_CSR, SSH_KEY = _csr("whoever"), _csr("n1.example"), _ssh_key()
+NO_MEMBERSHIP = {"sysop": 409, "atlas_admin": 409, "cms_admin": 409, "pending": 409,
+                 "outsider": 409}
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,8 @@ CASES: list[Case] = [
     case("POST", "/vos", SA, body={"name": "lhcb"}, writes=True),
     case("GET", "/vos", ALL),
     case("GET", "/vos/<vo>", ALL, path="/vos/atlas"),
+    case("PATCH", "/vos/<vo>", VO_ADMINS, path="/vos/atlas", body={"cert_hours": 24},
+         writes=True),
     case("POST", "/vos/<vo>/groups", VO_ADMINS, path="/vos/atlas/groups",
          body={"path": "/atlas/new"}, writes=True),
     case("GET", "/vos/<vo>/groups", ALL, path="/vos/atlas/groups"),
@@ -176,6 +202,23 @@ CASES: list[Case] = [
     case("GET", "/nodes/<node>/changes", SA | {NODE}, path="/nodes/n1.example/changes?since=0"),
     case("GET", "/nodes/<node>/changes", SA, path="/nodes/n2.example/changes?since=0",
          label="another node"),
+    # -- certificates
+    case("POST", "/certificates/xos", frozenset({"member", "manager"}), body={"csr": CSR},
+         other=NO_MEMBERSHIP, writes=True),
+    case("POST", "/certificates/ssh", frozenset({"member", "manager"}),
+         body={"public_key": SSH_KEY}, other=NO_MEMBERSHIP, writes=True),
+    case("POST", "/nodes/<node>/certificate", SA | {NODE}, path="/nodes/n1.example/certificate",
+         body={"csr": NODE_CSR}, writes=True),
+    case("POST", "/nodes/<node>/ssh-host-certificate", SA | {NODE},
+         path="/nodes/n1.example/ssh-host-certificate", body={"public_key": SSH_KEY},
+         writes=True),
+    case("GET", "/certificates", EVERY_USER),
+    case("GET", "/certificates", VO_ADMINS | {"member"}, path="/certificates?user=alice",
+         label="a user's certificates: their VOs' admins too"),
+    case("GET", "/certificates/<serial>", SA | {"member"}, path="/certificates/{alice_serial}"),
+    case("POST", "/certificates/<serial>/revoke", SA | {"member"},
+         path="/certificates/{alice_serial}/revoke", body={"reason": "keyCompromise"},
+         writes=True),
 ]
 
 PUBLIC_RULES = {op.rule for op in OPERATIONS if op.public}
@@ -256,7 +299,11 @@ class World:
         keys.revoke(system, revoked.key_id)
         UserService(ctx).set_status(system, p["sam"], "suspended")
         db.session.commit()
-        self.values = {"alice_key": self.key_id("member"), "node_key": node_key.key_id}
+        cert, _ = CertificateService(ctx, authority(), current_app.config).issue_user(
+            actor_of(p["alice"]), p["alice"], CSR)
+        db.session.commit()
+        self.values = {"alice_key": self.key_id("member"), "node_key": node_key.key_id,
+                       "alice_serial": cert.serial}
 
     def key_id(self, role: str) -> str:
         key = self.keys[role]

@@ -26,6 +26,17 @@ DEFAULTS: dict[str, Any] = {
     "API_PAGE_SIZE_DEFAULT": 50,
     "API_PAGE_SIZE_MAX": 500,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    # Certificates. CA_DIR defaults to <instance>/ca (made by 'xos-ca init'); the key
+    # passphrase comes from CA_PASSPHRASE_FILE or XOS_CA_PASSPHRASE.
+    "CA_DIR": None,
+    "CA_PASSPHRASE_FILE": None,
+    # The service's public base URL, written into certificates (CRL and OCSP addresses).
+    "PUBLIC_URL": "http://127.0.0.1:8080",
+    "CERT_ORGANIZATION": "XOS",
+    # Highest lifetime a VO may allow its members' XOS and SSH certificates (hours).
+    "CERT_USER_MAX_HOURS": 168,
+    "CERT_NODE_DAYS": 30,
+    "CRL_VALIDITY_HOURS": 24,
 }
 
 # Numbers no range may touch: system accounts, systemd's dynamic users (61184-65519),

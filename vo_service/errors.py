@@ -86,3 +86,10 @@ class ConfigurationError(XosError):
     """The service configuration is unusable; raised at start-up."""
 
     title = "Configuration error"
+
+
+class CAUnavailable(XosError):
+    """The certificate authority is not set up, or its keys cannot be loaded."""
+
+    status = 503
+    title = "Certificate authority unavailable"

@@ -4,12 +4,15 @@ from .apikeys.models import ApiKey
 from .audit.models import AuditEvent, AuditHead
 from .memberships.models import GroupMembership, Membership, RoleAssignment
 from .nodes.models import Node, NodeVO
+from .pki.models import CertificateVO, IssuedCertificate, PublishedCRL
 from .sync.models import AccountChange, Counter
 from .users.models import UnixName, User
 from .vos.models import VO, Group, GroupManager, Role, VOAdmin
 
 __all__ = [
-    "VO", "AccountChange", "ApiKey", "AuditEvent", "AuditHead", "Counter", "Group",
-    "GroupManager", "GroupMembership", "Membership", "Node", "NodeVO", "Role",
+    "VO", "AccountChange", "ApiKey", "AuditEvent", "AuditHead", "CertificateVO", "Counter",
+    "Group",
+    "GroupManager", "GroupMembership", "IssuedCertificate", "Membership", "Node", "NodeVO",
+    "PublishedCRL", "Role",
     "RoleAssignment", "UnixName", "User", "VOAdmin",
 ]

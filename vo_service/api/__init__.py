@@ -6,7 +6,15 @@ from typing import Any
 
 from flask import Flask
 
-from . import memberships, nodes, problems, users, vos  # noqa: F401  (register operations)
+from . import (  # noqa: F401  (register operations)
+    ca_http,
+    certificates,
+    memberships,
+    nodes,
+    problems,
+    users,
+    vos,
+)
 from .openapi import document
 from .registry import Call, api, operation
 
@@ -19,4 +27,5 @@ def openapi(call: Call) -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(api)
+    ca_http.init_app(app)
     problems.register(app, api.url_prefix or "/api/v1")

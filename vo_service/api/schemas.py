@@ -137,3 +137,49 @@ class AuditQuery(Query):
     vo: Name | None = None
     after: Annotated[int, Field(ge=0, le=2**62)] | None = None
     limit: Limit | None = None
+
+
+PEMText = Annotated[StrictStr, Field(min_length=1, max_length=16 * 1024)]
+SSHKeyText = Annotated[StrictStr, Field(min_length=1, max_length=16 * 1024)]
+Path = Annotated[StrictStr, Field(min_length=1, max_length=512)]
+
+
+class VOUpdate(Body):
+    description: Text | None = None
+    cert_hours: Annotated[StrictInt, Field(ge=1, le=24 * 366)] | None = None
+
+
+class UserCertificateRequest(Body):
+    csr: PEMText
+    vos: Annotated[list[Name], Field(max_length=200)] | None = Field(
+        default=None, description="VOs to carry, primary first (default: every active VO)")
+    groups: Annotated[list[Path], Field(max_length=200)] | None = Field(
+        default=None, description="group paths (default: every group held in those VOs)")
+    roles: Annotated[list[Path], Field(max_length=200)] | None = Field(
+        default=None, description="role FQANs such as /atlas/Role=production (default: none)")
+    lifetime_hours: Annotated[StrictInt, Field(ge=1, le=24 * 366)] | None = None
+
+
+class SSHUserCertificateRequest(Body):
+    public_key: SSHKeyText
+    lifetime_hours: Annotated[StrictInt, Field(ge=1, le=24 * 366)] | None = None
+
+
+class NodeCertificateRequest(Body):
+    csr: PEMText
+    lifetime_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
+
+
+class SSHHostCertificateRequest(Body):
+    public_key: SSHKeyText
+    lifetime_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
+
+
+class Revocation(Body):
+    reason: Annotated[StrictStr, Field(max_length=32)] = "unspecified"
+
+
+class CertificateQuery(Query):
+    user: Annotated[str, Field(max_length=64)] | None = None
+    node: Annotated[str, Field(max_length=253)] | None = None
+    limit: Limit | None = None

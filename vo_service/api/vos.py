@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
+
 from ..audit.services import AuditService, event_record
 from ..users.services import UserService, user_record
 from ..vos.services import VOService, group_record, role_record, vo_record
 from .registry import Call, operation
-from .schemas import AuditQuery, GroupCreate, PageQuery, RoleCreate, VOCreate
+from .schemas import AuditQuery, GroupCreate, PageQuery, RoleCreate, VOCreate, VOUpdate
 
 TAG = "vos"
 
@@ -36,6 +38,15 @@ def get_vo(call: Call, vo: str) -> dict[str, Any]:
     return {**vo_record(v), "groups": [group_record(g) for g in vos.groups(v)],
             "roles": [role_record(v, r) for r in vos.roles(v)],
             "admins": [u.username for u in vos.admins(v)]}
+
+
+@operation("PATCH", "/vos/<vo>", summary="Change a VO's description or certificate lifetime"
+           " policy (VO admin)", tag=TAG, body=VOUpdate)
+def update_vo(call: Call, body: VOUpdate, vo: str) -> dict[str, Any]:
+    vos = VOService(call.ctx)
+    return vo_record(vos.update(call.actor, vos.get(vo), description=body.description,
+                                cert_hours=body.cert_hours,
+                                cert_hours_max=current_app.config["CERT_USER_MAX_HOURS"]))
 
 
 @operation("POST", "/vos/<vo>/groups", summary="Create a group (VO admin)", tag=TAG,

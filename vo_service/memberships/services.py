@@ -11,11 +11,13 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy import delete, select
 
 from ..authz import Actor
 from ..context import ServiceContext
 from ..errors import InvalidInput, InvalidTransition, NotFound, PermissionDenied
+from ..pki.revocation import Revoker
 from ..sync.revisions import Change
 from ..timeutil import iso, today
 from ..users.models import User
@@ -34,6 +36,12 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "expire": (frozenset({"active"}), "expired"),
 }
 REASON_MAX = 512
+#: why certificates that carried a membership are revoked when it stops being active
+REVOCATION_REASONS = {
+    "suspend": x509.ReasonFlags.privilege_withdrawn,
+    "expire": x509.ReasonFlags.privilege_withdrawn,
+    "remove": x509.ReasonFlags.affiliation_changed,
+}
 
 
 def _reason(text: object) -> str:
@@ -191,6 +199,7 @@ class MembershipService:
             raise InvalidTransition(f"user {user.username!r} is {user.status}")
         before = self._snapshot(vo, m, user)
         touched_groups = self._group_ids(m)
+        was_active = m.status == "active"
         m.status, m.reason = target, reason
         if operation == "approve":
             m.approved_by = actor.user_id
@@ -207,6 +216,9 @@ class MembershipService:
                               f"{vo.name}:{user.username}", vo_id=vo.id, before=before,
                               after=self._snapshot(vo, m, user))
         self._publish_status(vo, m, user, touched_groups)
+        if was_active and target != "active":
+            Revoker(self.ctx).for_membership(actor, user.id, vo.id, REVOCATION_REASONS[operation],
+                                             f"membership in {vo.name} {target}")
         return m
 
     def set_expiry(self, actor: Actor, vo: VO, user: User, expires_on: dt.date | None
@@ -284,6 +296,8 @@ class MembershipService:
                                                    "removed": [g.path for g in gone]})
         self.ctx.revisions.publish(Change(vo.id, "member", user_id=user.id, group_id=g.id)
                                    for g in gone)
+        Revoker(self.ctx).for_fqans(actor, vo.id, {g.path for g in gone}, f"left {group.path}",
+                                    user.id)
 
     def set_role(self, actor: Actor, vo: VO, user: User, role: Role, held: bool) -> None:
         self.ctx.authz.require_vo_admin(actor, vo)
@@ -300,6 +314,8 @@ class MembershipService:
         self.session.flush()
         self.ctx.audit.append(actor.label, "role.assign" if held else "role.revoke", "membership",
                               f"{vo.name}:{user.username}", vo_id=vo.id, after={"role": fqan})
+        if not held:
+            Revoker(self.ctx).for_fqans(actor, vo.id, {fqan}, f"lost {fqan}", user.id)
 
     # -- helpers -------------------------------------------------------------------
     def _active(self, vo: VO, user: User) -> Membership:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy import delete, or_, select
 
 from ..authz import Actor
@@ -170,6 +171,13 @@ class UserService:
         self.ctx.audit.append(actor.label, STATUS_ACTIONS[status], "user", str(user.id),
                               before=before, after=after)
         self._publish_user(user)
+        if status != "active":
+            from ..pki.revocation import Revoker
+
+            Revoker(self.ctx).for_user(actor, user.id, x509.ReasonFlags.privilege_withdrawn
+                                       if status == "suspended"
+                                       else x509.ReasonFlags.cessation_of_operation,
+                                       f"user {status}")
         return user
 
     def _withdraw_management_rights(self, user: User) -> list[str]:

@@ -20,6 +20,8 @@ class VO(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(NameType, unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # VO policy: the longest XOS or SSH certificate its members may get, in hours.
+    cert_hours: Mapped[int] = mapped_column(Integer, default=12, server_default="12")
 
 
 class Group(db.Model):  # type: ignore[name-defined,misc]

@@ -27,7 +27,7 @@ DESCRIPTION_MAX = 1000
 
 def vo_record(vo: VO) -> dict[str, Any]:
     return {"id": vo.id, "name": vo.name, "description": vo.description,
-            "created_at": iso(vo.created_at)}
+            "cert_hours": vo.cert_hours, "created_at": iso(vo.created_at)}
 
 
 def group_record(group: Group) -> dict[str, Any]:
@@ -83,6 +83,24 @@ class VOService:
         self.ctx.audit.append(actor.label, "vo.create", "vo", name, vo_id=vo.id,
                               after={**vo_record(vo), "group": group_record(root)})
         self.ctx.revisions.publish([Change(vo.id, "group", group_id=root.id)])
+        return vo
+
+    def update(self, actor: Actor, vo: VO, *, description: str | None = None,
+               cert_hours: int | None = None, cert_hours_max: int = 168) -> VO:
+        """A VO admin changes the description or the certificate lifetime policy (up to
+        the service's ``CERT_USER_MAX_HOURS``)."""
+        self.ctx.authz.require_vo_admin(actor, vo)
+        if cert_hours is not None and not (isinstance(cert_hours, int)
+                                           and 1 <= cert_hours <= cert_hours_max):
+            raise InvalidInput(f"cert_hours must be 1 to {cert_hours_max}")
+        before = vo_record(vo)
+        if description is not None:
+            vo.description = _description(description)
+        if cert_hours is not None:
+            vo.cert_hours = cert_hours
+        self.session.flush()
+        self.ctx.audit.append(actor.label, "vo.update", "vo", vo.name, vo_id=vo.id,
+                              before=before, after=vo_record(vo))
         return vo
 
     def root_group(self, vo: VO) -> Group:
@@ -156,6 +174,10 @@ class VOService:
         self.ctx.audit.append(actor.label, "group.delete", "group", group.path, vo_id=vo.id,
                               before={"paths": [g.path for g in doomed]})
         self.ctx.revisions.publish(changes)
+        from ..pki.revocation import Revoker
+
+        Revoker(self.ctx).for_fqans(actor, vo.id, {g.path for g in doomed},
+                                    f"group {group.path} deleted")
         return group
 
     # -- roles ---------------------------------------------------------------------
