@@ -124,4 +124,4 @@ def rotate(path: Path, ssh: bool, root_key: Path | None, passphrase_file: str | 
             click.echo(f"issuing CA generation {generation} is current")
     except CAError as error:
         raise click.ClickException(str(error)) from None
-    click.echo("restart the VO service processes so that they load the new key")
+    click.echo("running VO service processes load it at their next request")

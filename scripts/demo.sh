@@ -5,6 +5,17 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export XOS_INSTANCE_PATH=${XOS_INSTANCE_PATH:-$PWD/instance}
 port=${PORT:-8080}
+export XOS_PUBLIC_URL=${XOS_PUBLIC_URL:-http://127.0.0.1:$port}
+# The demo CA's key passphrase: a random one in a 0600 file (give your own in production).
+export XOS_CA_PASSPHRASE_FILE=${XOS_CA_PASSPHRASE_FILE:-$XOS_INSTANCE_PATH/ca-passphrase}
+mkdir -p "$XOS_INSTANCE_PATH" && chmod 700 "$XOS_INSTANCE_PATH"
+if [ ! -s "$XOS_CA_PASSPHRASE_FILE" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 > "$XOS_CA_PASSPHRASE_FILE")
+fi
+if [ ! -f "$XOS_INSTANCE_PATH/ca/root.pem" ]; then
+    .venv/bin/xos-ca init --dir "$XOS_INSTANCE_PATH/ca" --name "XOS Demo" \
+        --passphrase-file "$XOS_CA_PASSPHRASE_FILE" >/dev/null
+fi
 .venv/bin/xos-vo db upgrade 2>/dev/null
 key=$(.venv/bin/xos-vo demo)
 cat <<TXT
@@ -14,6 +25,7 @@ XOS identity VO service (demo VO "demo", SQLite at $XOS_INSTANCE_PATH/xos.sqlite
   admin:     xosadmin (service admin)
   API key:   $key
   try:       curl -H "Authorization: Bearer $key" http://127.0.0.1:$port/api/v1/vos/demo
+  CA:        $XOS_INSTANCE_PATH/ca (root: http://127.0.0.1:$port/ca/root.pem, OCSP: /ocsp)
 Stop with Ctrl-C.
 TXT
 exec .venv/bin/gunicorn --bind "127.0.0.1:$port" --workers 1 --access-logfile - \

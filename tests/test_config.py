@@ -135,6 +135,11 @@ def sqlite_url(tmp_path) -> str:
     ({"GID_MIN": 300000}, r"the UID and GID ranges overlap"),
     ({"UID_MAX": 100}, r"UID_MIN \(200000\) is above UID_MAX \(100\)"),
     ({"UID_MIN": "200000"}, r"UID_MIN and UID_MAX must be integers"),
+    ({"CERT_USER_MAX_HOURS": 0}, r"CERT_USER_MAX_HOURS must be a whole number from 1"),
+    ({"CERT_NODE_DAYS": "30"}, r"CERT_NODE_DAYS must be a whole number"),
+    ({"CRL_VALIDITY_HOURS": True}, r"CRL_VALIDITY_HOURS must be a whole number"),
+    ({"PUBLIC_URL": "ftp://vo.example"}, r"PUBLIC_URL must be an http"),
+    ({"PUBLIC_URL": "https://vo.example/\nX-Evil: 1"}, r"PUBLIC_URL must be an http"),
 ])
 def test_create_app_refuses_to_start(tmp_path, overrides, message):
     with pytest.raises(ConfigurationError, match=message):

@@ -131,7 +131,7 @@ def test_seed_rows_exist(fresh_url):
     app = make_app(fresh_url)
     with app.app_context():
         with db.engine.connect() as conn:
-            assert seeds(conn) == ({"uid": None, "gid": None, "revision": None},
+            assert seeds(conn) == ({"uid": None, "gid": None, "revision": None, "revocations": 0},
                                    [(1, 0, GENESIS)])
         # and the services start from them: first numbers at the bottom of each range
         ctx = ServiceContext.build(db.session, app.config)
@@ -204,7 +204,7 @@ def test_downgrade_to_base_and_upgrade_again(fresh_url):
         with db.engine.connect() as conn:
             assert schema_diff(conn) == []
             assert MigrationContext.configure(conn).get_current_revision() == head_revision()
-            assert seeds(conn) == ({"uid": None, "gid": None, "revision": None},
+            assert seeds(conn) == ({"uid": None, "gid": None, "revision": None, "revocations": 0},
                                    [(1, 0, GENESIS)])
             assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one() == 0
         # the rebuilt schema works and guards its audit table again

@@ -66,8 +66,22 @@ def _check_range(name: str, low: Any, high: Any) -> None:
         raise ConfigurationError(f"{name} range {low}-{high} is outside 1000-{2**31 - 1}")
 
 
+def _check_positive(config: Mapping[str, Any], name: str, most: int) -> None:
+    value = config[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ConfigurationError(f"{name} must be a whole number from 1 to {most}")
+
+
 def validate(config: Mapping[str, Any]) -> None:
-    """Raise ConfigurationError when the number ranges are unusable."""
+    """Raise ConfigurationError when the number ranges or certificate settings are
+    unusable."""
+    _check_positive(config, "CERT_USER_MAX_HOURS", 24 * 366)
+    _check_positive(config, "CERT_NODE_DAYS", 3650)
+    _check_positive(config, "CRL_VALIDITY_HOURS", 24 * 366)
+    url = config["PUBLIC_URL"]
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) \
+            or any(c in url for c in " \n\r\t\"<>"):
+        raise ConfigurationError("PUBLIC_URL must be an http:// or https:// address")
     _check_range("UID", config["UID_MIN"], config["UID_MAX"])
     _check_range("GID", config["GID_MIN"], config["GID_MAX"])
     if config["UID_MIN"] <= config["GID_MAX"] and config["GID_MIN"] <= config["UID_MAX"]:

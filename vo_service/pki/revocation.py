@@ -27,7 +27,7 @@ from ca.directory import LoadedCA
 
 from ..authz import Actor
 from ..context import ServiceContext
-from ..errors import CAUnavailable
+from ..errors import NotFound
 from ..memberships.models import Membership
 from ..numbering import advance_counter
 from ..sync.models import Counter
@@ -142,7 +142,7 @@ class CRLPublisher:
     def der(self, generation: int) -> bytes:
         issuing = self.loaded.issuers.get(generation)
         if issuing is None:
-            raise CAUnavailable(f"no issuing CA generation {generation}")
+            raise NotFound(f"no issuing CA generation {generation}")
         seen = _revocations(self.ctx)
         row = self.session.get(PublishedCRL, generation, with_for_update=True)
         now = utcnow()
