@@ -388,6 +388,7 @@ class Loader:
                  else "pending" if draw < 0.99 else "removed")
         at = history.now
         m: dict[str, Any] = {"id": self.membership_id, "user_id": user_id, "vo_id": vo.id,
+             "username": username,
              "status": "pending" if final == "pending" else "active", "expires_on": None,
              "approved_by": None, "reason": "", "requested_at": at, "updated_at": at}
         if final == "pending":

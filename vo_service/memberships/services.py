@@ -112,7 +112,8 @@ class MembershipService:
         self.ctx.authz.require_vo_reader(actor, vo)
         size = self.ctx.page_size(limit)
         stmt = (select(Membership, User).join(User, User.id == Membership.user_id)
-                .where(Membership.vo_id == vo.id).order_by(User.username).limit(size + 1))
+                .where(Membership.vo_id == vo.id).order_by(Membership.username)
+                .limit(size + 1))
         if status:
             if status not in {s for _, s in TRANSITIONS.values()} | {"pending"}:
                 raise InvalidInput(f"unknown membership status {status[:20]!r}")
@@ -120,10 +121,10 @@ class MembershipService:
         if q:
             if len(q) > 32:
                 raise InvalidInput("search text is longer than 32 characters")
-            stmt = stmt.where(User.username >= q.lower(),
-                              User.username < prefix_upper_bound(q.lower()))
+            stmt = stmt.where(Membership.username >= q.lower(),
+                              Membership.username < prefix_upper_bound(q.lower()))
         if after:
-            stmt = stmt.where(User.username > after)
+            stmt = stmt.where(Membership.username > after)
         rows = [(m, u) for m, u in self.session.execute(stmt)]
         more = len(rows) > size
         rows = rows[:size]
@@ -163,7 +164,7 @@ class MembershipService:
             Membership.vo_id == vo.id, Membership.user_id == user.id))
         before = None
         if m is None:
-            m = Membership(user_id=user.id, vo_id=vo.id)
+            m = Membership(user_id=user.id, vo_id=vo.id, username=user.username)
             self.session.add(m)
         elif m.status != "removed":
             raise InvalidTransition(f"{user.username!r} already has a {m.status} membership"
