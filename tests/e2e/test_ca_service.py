@@ -63,11 +63,10 @@ TOOL_ENV |= {"TZ": "UTC", "LC_ALL": "C", "no_proxy": "*", "NO_PROXY": "*"}
 
 
 # -- tools -------------------------------------------------------------------------------
-def run(*argv: str | Path, check: bool = True, input: bytes | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def run(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a real tool with a timeout; on failure, the assertion carries its output."""
-    result = subprocess.run([os.fspath(a) for a in argv], capture_output=True, timeout=TOOL_TIMEOUT,
-                            env=TOOL_ENV, input=input, check=False)
+    result = subprocess.run([os.fspath(a) for a in argv], capture_output=True,
+                            timeout=TOOL_TIMEOUT, env=TOOL_ENV, check=False)
     out = result.stdout.decode(errors="replace")
     err = result.stderr.decode(errors="replace")
     if check and result.returncode != 0:
@@ -192,32 +191,40 @@ def _seed(app: Any) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
     return keys, ids, uids
 
 
+def _not_ready(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"not ready\n"]
+
+
 @pytest.fixture(scope="module")
 def service(instance_path: str) -> Iterator[Service]:
     """The real VO service on 127.0.0.1:<free port>, stopped and wiped at module end."""
     work = Path(tempfile.mkdtemp(prefix="xos-ca-e2e-"))
-    url = "sqlite:///" + str(work / "xos.sqlite3")
-    app = make_app(url)
-    server = thread = None
+    app = server = thread = None
     try:
+        # Bind first (port 0: the kernel picks a free port, no race), then build the app
+        # with PUBLIC_URL naming that port, so that config validation sees the real value.
+        server = make_server("127.0.0.1", 0, _not_ready, threaded=True)
+        base = f"http://127.0.0.1:{server.server_port}"
+        app = make_app("sqlite:///" + str(work / "xos.sqlite3"), PUBLIC_URL=base)
         with app.app_context():
             flask_migrate.upgrade()
         keys, ids, uids = _seed(app)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        base = f"http://127.0.0.1:{server.server_port}"
-        app.config["PUBLIC_URL"] = base  # before the first request loads the CA
+        server.app = app
         thread = threading.Thread(target=server.serve_forever, name="xos-ca-e2e-http",
                                   daemon=True)
         thread.start()
         yield Service(base, Http(base), work, keys, ids, uids)
     finally:
         if server is not None:
-            server.shutdown()
+            if thread is not None:
+                server.shutdown()
             server.server_close()
         if thread is not None:
             thread.join(10)
-        with app.app_context():
-            db.engine.dispose()
+        if app is not None:
+            with app.app_context():
+                db.engine.dispose()
         shutil.rmtree(work, ignore_errors=True)
     # Nothing outlives the module: no serving thread, no listening socket, no files.
     assert thread is not None and not thread.is_alive()
@@ -255,6 +262,15 @@ def make_csr(service: Service, stem: str, subject: str = "/CN=evil/O=root") -> t
     run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes", "-subj", subject, "-keyout", key, "-out", csr)
     return key, csr
+
+
+def fetch_crl(service: Service, pki: Pki, stem: str) -> tuple[Path, str]:
+    """GET /ca/crl.der with urllib; openssl checks its signature and shows it."""
+    der = service.http.fetch("/ca/crl.der", service.path(f"{stem}.der"))
+    shown = run("openssl", "crl", "-inform", "DER", "-in", der, "-noout", "-text",
+                "-CAfile", pki.chain)
+    assert "verify OK" in shown.stderr, shown
+    return der, shown.stdout
 
 
 @dataclass
@@ -299,11 +315,14 @@ def test_xos_certificate_verifies_and_carries_the_service_identity(
     # The CSR asked for CN=evil, O=root: the subject is the service's, not the requester's.
     assert re.search(r"^\s+Subject: O = XOS, OU = atlas, CN = alice$", text, re.MULTILINE)
     assert "evil" not in text
-    assert f"URI:urn:uuid:{service.ids['alice']}" in text
-    assert "X509v3 CRL Distribution Points:" in text
-    assert f"URI:{service.base}/ca/crl/1.der" in text
-    assert f"OCSP - URI:{service.base}/ocsp" in text
-    assert "TLS Web Client Authentication" in text
+    assert re.search(r"X509v3 Subject Alternative Name: *\n\s+"
+                     rf"URI:urn:uuid:{service.ids['alice']}\n", text)
+    assert re.search(r"X509v3 CRL Distribution Points: *\n\s+Full Name:\n\s+"
+                     rf"URI:{re.escape(service.base)}/ca/crl/1\.der\n", text)
+    assert re.search(r"Authority Information Access: *\n\s+"
+                     rf"OCSP - URI:{re.escape(service.base)}/ocsp\n", text)
+    assert re.search(r"X509v3 Extended Key Usage: *\n\s+TLS Web Client Authentication\n",
+                     text)
     assert f"{ca.XOS_VO_ATTRIBUTES_OID.dotted_string}:" in text
 
     # The XOS VO attributes, read by openssl without knowing the structure.
@@ -352,6 +371,7 @@ def test_ocsp_good_then_revoked_after_membership_suspension(
         before = ocsp_query(service, pki, pki.issuing, cert, digest=digest)
         assert before.returncode == 0, before
         assert "Response verify OK" in before.stderr
+        assert "WARNING" not in before.stderr  # e.g. "no nonce in response"
         assert re.search(rf"^{re.escape(str(cert))}: good$", before.stdout, re.MULTILINE)
         assert f"Hash Algorithm: {digest}\n" in before.stdout
 
@@ -376,10 +396,20 @@ def test_ocsp_good_then_revoked_after_membership_suspension(
     assert parsed.serial_number == alice_cert.serial
     assert parsed.revocation_reason == x509.ReasonFlags.privilege_withdrawn
 
+    # The CRL says the same, with the reason spelled out.
+    _, crl_text = fetch_crl(service, pki, "crl-alice")
+    entry = re.search(rf"Serial Number: 0*{alice_cert.serial:X}\n(.*\n){{1,4}}", crl_text)
+    assert entry and "Privilege Withdrawn" in entry.group(0), crl_text
     # The owner sees the same in the API.
     record = service.http.get(f"/api/v1/certificates/{alice_cert.serial:x}",
                               key=service.keys["alice"]).json()
     assert record["revoked_at"] and record["revocation_reason"] == "privilegeWithdrawn"
+    # ... and cannot get a new certificate naming the VO she no longer holds.
+    _, csr = make_csr(service, "alice-again")
+    again = service.http.post("/api/v1/certificates/xos", key=service.keys["alice"],
+                              body={"csr": csr.read_text(), "vos": ["atlas"]})
+    assert again.status == 403, again
+    assert "you do not hold VO 'atlas'" in again.json()["detail"]
 
 
 def test_ocsp_refuses_other_cas_and_garbage(service: Service, pki: Pki) -> None:
@@ -387,7 +417,7 @@ def test_ocsp_refuses_other_cas_and_garbage(service: Service, pki: Pki) -> None:
     run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes", "-subj", "/CN=Unrelated CA", "-days", "1", "-keyout", other_key,
         "-out", other_ca)
-    key, csr = make_csr(service, "other-leaf", "/CN=stranger")
+    _, csr = make_csr(service, "other-leaf", "/CN=stranger")
     leaf = service.path("other-leaf.pem")
     run("openssl", "x509", "-req", "-in", csr, "-CA", other_ca, "-CAkey", other_key,
         "-CAcreateserial", "-days", "1", "-out", leaf)
@@ -445,14 +475,6 @@ def test_ocsp_get_answers_like_post(service: Service, pki: Pki) -> None:
 
 
 # -- 3. CRL -------------------------------------------------------------------------------------
-def fetch_crl(service: Service, pki: Pki, stem: str) -> tuple[Path, str]:
-    der = service.http.fetch("/ca/crl.der", service.path(f"{stem}.der"))
-    shown = run("openssl", "crl", "-inform", "DER", "-in", der, "-noout", "-text",
-                "-CAfile", pki.chain)
-    assert "verify OK" in shown.stderr, shown
-    return der, shown.stdout
-
-
 def test_crl_lists_revoked_certificates_and_numbers_changes(service: Service, pki: Pki) -> None:
     first = request_xos(service, "carol", "carol-crl-1")
     second = request_xos(service, "carol", "carol-crl-2")
@@ -488,6 +510,14 @@ def test_crl_lists_revoked_certificates_and_numbers_changes(service: Service, pk
     fine = run("openssl", "verify", "-crl_check", "-CRLfile", crl_pem, "-CAfile", pki.root,
                "-untrusted", pki.chain, second.cert)
     assert fine.stdout.strip() == f"{second.cert}: OK"
+    # openssl can also fetch the CRL itself from the address the certificate names.
+    downloaded = run("openssl", "verify", "-crl_check", "-crl_download", "-CAfile", pki.root,
+                     "-untrusted", pki.chain, first.cert, check=False)
+    assert downloaded.returncode != 0
+    assert "certificate revoked" in downloaded.stdout + downloaded.stderr
+    downloaded = run("openssl", "verify", "-crl_check", "-crl_download", "-CAfile", pki.root,
+                     "-untrusted", pki.chain, second.cert)
+    assert downloaded.stdout.strip() == f"{second.cert}: OK"
 
     # Nothing changed: the same CRL, same number.
     again, text = fetch_crl(service, pki, "crl-2")
@@ -554,7 +584,7 @@ def test_ssh_certificate_logs_in_until_the_user_is_suspended(
         shutil.copyfile(pki.ssh_ca, trusted)
         krl = service.http.fetch("/ca/ssh-krl", ns.tmp / "xos.krl")
         clean = run("ssh-keygen", "-Q", "-f", krl, cert, check=False)
-        assert clean.returncode == 0 and "ok" in clean.stdout, clean
+        assert clean.returncode == 0 and clean.stdout.rstrip().endswith(": ok"), clean
         ns.add_local_user("bob", service.uids["bob"], service.uids["bob"])
 
         with SshServer(ns, port=SSH_PORT, trusted_user_ca_keys=trusted,
@@ -571,6 +601,10 @@ def test_ssh_certificate_logs_in_until_the_user_is_suspended(
             assert reply.status == 200, reply
             assert reply.json()["status"] == "suspended"
             service.http.fetch("/ca/ssh-krl", krl)  # same path: sshd reads it per login
+            denied = service.http.post("/api/v1/certificates/ssh", key=service.keys["bob"],
+                                       body={"public_key": public.read_text()})
+            assert denied.status == 403, denied  # no fresh certificate either
+            assert "suspended" in denied.json()["detail"]
 
             refused = ssh_login(ns, "bob", key, cert, port=SSH_PORT)
             assert refused.returncode == 255
@@ -581,7 +615,7 @@ def test_ssh_certificate_logs_in_until_the_user_is_suspended(
 
         listed = run("ssh-keygen", "-Q", "-f", krl, cert, check=False)
         assert listed.returncode != 0
-        assert "REVOKED" in listed.stdout
+        assert listed.stdout.rstrip().endswith(": REVOKED"), listed
 
 
 # -- 5. node certificates -------------------------------------------------------------------------
