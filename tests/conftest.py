@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import flask_migrate
@@ -21,10 +20,9 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import scoped_session, sessionmaker
+from support import CA_PASSPHRASE, make_app, rolled_back
 
 from ca.directory import CADirectory
-from vo_service import create_app
 from vo_service.apikeys.services import ApiKeyService
 from vo_service.authz import Actor
 from vo_service.context import ServiceContext
@@ -95,11 +93,7 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory,
         server.drop(url)
 
 
-def make_app(url: str, **config: Any) -> Flask:
-    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, **config})
 
-
-CA_PASSPHRASE = "test CA passphrase"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -119,24 +113,7 @@ def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ[key] = value
 
 
-@contextmanager
-def rolled_back(app: Flask) -> Iterator[sa.Connection]:
-    """Inside ``app``'s context, bind ``db.session`` to one connection whose outer
-    transaction is rolled back at the end; the services' commits become SAVEPOINTs."""
-    with app.app_context():
-        connection = db.engine.connect()
-        outer = connection.begin()
-        original = db.session
-        db.session = scoped_session(sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint"))
-        try:
-            yield connection
-        finally:
-            db.session.remove()
-            db.session = original
-            outer.rollback()
-            connection.close()
-            db.engine.dispose()
+
 
 
 @pytest.fixture
@@ -158,9 +135,7 @@ def system() -> Actor:
     return Actor.system("pytest")
 
 
-def actor_for(user: User) -> Actor:
-    return Actor(label=f"user:{user.username}", user_id=user.id,
-                 is_service_admin=user.is_service_admin)
+
 
 
 class Users:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app, rolled_back
 from flask import Flask
+from support import make_app, rolled_back
 
 from vo_service.api.problems import PROBLEM_TYPE
 from vo_service.api.registry import MAX_JSON_DEPTH

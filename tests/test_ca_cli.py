@@ -125,7 +125,7 @@ def test_the_service_signs_with_the_new_generation_after_rotation(api, users, ct
         cert = x509.load_pem_x509_certificate(body["certificate"].encode())
         return cert.issuer.rfc4514_string()
 
-    from conftest import CA_PASSPHRASE
+    from support import CA_PASSPHRASE
 
     path = Path(instance_path) / "ca"
     assert issuer_cn().endswith("Issuing CA 1")

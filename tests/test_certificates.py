@@ -69,7 +69,7 @@ class Grid:
         ms.add(system, self.cms, self.alice)
         ms.add_to_group(system, self.atlas, self.higgs, self.alice)
         ms.set_role(system, self.atlas, self.alice, self.production, True)
-        from conftest import actor_for
+        from support import actor_for
 
         ms.request(actor_for(self.pete), self.atlas, self.pete)
         self.node = NodeService(ctx).register(system, "wn1.grid.example", vos=["atlas"])

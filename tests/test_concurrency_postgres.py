@@ -27,8 +27,8 @@ from typing import Any
 import flask_migrate
 import pytest
 import sqlalchemy as sa
-from conftest import make_app
 from sqlalchemy.orm import Session
+from support import make_app
 
 import vo_service.models  # noqa: F401  (every mapper configured, also in spawned children)
 from vo_service.apikeys.services import ApiKeyService

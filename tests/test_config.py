@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app, rolled_back
 from flask import Flask
+from support import make_app, rolled_back
 
 from vo_service import create_app
 from vo_service.apikeys.services import ApiKeyService

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import make_app
 from flask import Flask
 from sqlalchemy.exc import DatabaseError
+from support import make_app
 
 import vo_service.models  # noqa: F401  (every table in db.metadata)
 from vo_service.audit.chain import GENESIS, verify

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 import pytest
-from conftest import actor_for
+from support import actor_for
 
 from vo_service.db import db
 from vo_service.memberships.services import MembershipService

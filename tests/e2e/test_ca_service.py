@@ -35,11 +35,11 @@ from typing import Any
 
 import flask_migrate
 import pytest
-from conftest import make_app
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtensionOID
+from support import make_app
 from werkzeug.serving import make_server
 
 import ca
