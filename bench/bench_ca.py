@@ -104,6 +104,8 @@ from vo_service.pki.models import IssuedCertificate
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
 
+# The service refuses to start without a form-signing secret; any will do here.
+os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CODE_ENV = "XOS_BENCH_CODE"  # set in the re-run that measures a frozen copy of the code

@@ -79,6 +79,8 @@ from vo_service.db import db
 from vo_service.nodes.services import NodeService
 from vo_service.users.services import UserService
 
+# The service refuses to start without a form-signing secret; any will do here.
+os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 API = "/api/v1"

@@ -12,6 +12,13 @@ mkdir -p "$XOS_INSTANCE_PATH" && chmod 700 "$XOS_INSTANCE_PATH"
 if [ ! -s "$XOS_CA_PASSPHRASE_FILE" ]; then
     (umask 077 && head -c 32 /dev/urandom | base64 > "$XOS_CA_PASSPHRASE_FILE")
 fi
+if [ -z "${XOS_SECRET_KEY:-}" ]; then
+    # The demo's form-signing secret, made once (every service process must share it).
+    [ -s "$XOS_INSTANCE_PATH/secret-key" ] || \
+        (umask 077 && head -c 32 /dev/urandom | base64 > "$XOS_INSTANCE_PATH/secret-key")
+    XOS_SECRET_KEY=$(cat "$XOS_INSTANCE_PATH/secret-key")
+    export XOS_SECRET_KEY
+fi
 if [ ! -f "$XOS_INSTANCE_PATH/ca/root.pem" ]; then
     .venv/bin/xos-ca init --dir "$XOS_INSTANCE_PATH/ca" --name "XOS Demo" \
         --passphrase-file "$XOS_CA_PASSPHRASE_FILE" >/dev/null

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
-from support import CA_PASSPHRASE, make_app, rolled_back
+from support import CA_PASSPHRASE, SECRET_KEY, make_app, rolled_back
 
 from ca.directory import CADirectory
 from vo_service.apikeys.services import ApiKeyService
@@ -100,10 +100,12 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory,
 def instance_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app's instance folder lives in pytest's temporary tree, not in the repo, with
     a CA made by ``xos-ca``'s own code in its default place (``<instance>/ca``)."""
-    saved = {k: os.environ.get(k) for k in ("XOS_INSTANCE_PATH", "XOS_CA_PASSPHRASE")}
+    saved = {k: os.environ.get(k)
+             for k in ("XOS_INSTANCE_PATH", "XOS_CA_PASSPHRASE", "XOS_SECRET_KEY")}
     path = tmp_path_factory.mktemp("instance")
     os.environ["XOS_INSTANCE_PATH"] = str(path)
     os.environ["XOS_CA_PASSPHRASE"] = CA_PASSPHRASE
+    os.environ["XOS_SECRET_KEY"] = SECRET_KEY
     CADirectory.init(path / "ca", "Pytest Grid", CA_PASSPHRASE.encode())
     yield str(path)
     for key, value in saved.items():

@@ -17,6 +17,7 @@ from vo_service.db import db
 from vo_service.users.models import User
 
 CA_PASSPHRASE = "test CA passphrase"
+SECRET_KEY = "test secret key for CSRF tokens, 32+ characters"
 
 
 def make_app(url: str, **config: Any) -> Flask:

@@ -30,9 +30,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     db_module.init_app(app)
     from . import api, cli
+    from .oauth import views as oauth_views
     from .pki import authority
 
     authority.init_app(app)
+    oauth_views.init_app(app)
 
     api.init_app(app)
     cli.init_app(app)

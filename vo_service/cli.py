@@ -107,6 +107,63 @@ def user_api_key(user: str, description: str) -> None:
         actor, user=UserService(ctx).get(user), description=description)[1]))
 
 
+@user_cli.command("password", help="Set a user's VO password (read from the terminal, or"
+                  " from standard input with --stdin).")
+@click.argument("user")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from stdin.")
+@with_appcontext
+def user_password(user: str, from_stdin: bool) -> None:
+    from .auth.passwords import PasswordService
+
+    secret = sys.stdin.readline().rstrip("\n") if from_stdin else click.prompt(
+        "New password", hide_input=True, confirmation_prompt=True)
+    run(lambda ctx, actor: PasswordService(ctx).set(actor, UserService(ctx).get(user), secret))
+    click.echo(f"password set for {user}")
+
+
+@user_cli.command("ldap-link", help="Let a user log in with an institutional LDAP account.")
+@click.argument("user")
+@click.argument("ldap_username")
+@with_appcontext
+def user_ldap_link(user: str, ldap_username: str) -> None:
+    from .auth.passwords import PasswordService
+
+    run(lambda ctx, actor: PasswordService(ctx).link_ldap(actor, UserService(ctx).get(user),
+                                                          ldap_username))
+    click.echo(f"{user} logs in as LDAP user {ldap_username}")
+
+
+# -- OAuth clients and token keys ---------------------------------------------------------
+@click.group("oauth", help="OAuth clients and access-token signing keys.")
+def oauth_cli() -> None: ...
+
+
+@oauth_cli.command("client-create", help="Register a confidential client (a service using"
+                   " client credentials); prints its secret once.")
+@click.argument("client_id")
+@click.option("--name", default="")
+@click.option("--audience", "audiences", multiple=True,
+              help="An audience the client may ask tokens for (repeatable).")
+@with_appcontext
+def oauth_client_create(client_id: str, name: str, audiences: tuple[str, ...]) -> None:
+    from .oauth.clients import ClientService
+
+    secret = run(lambda ctx, actor: ClientService(ctx).create(
+        actor, client_id, name or client_id, list(audiences)))
+    click.echo(secret)
+
+
+@oauth_cli.command("rotate-key", help="Announce a new signing key now; it signs once the"
+                   " publishing lead (TOKEN_KEY_PUBLISH_MINUTES) has passed.")
+@with_appcontext
+def oauth_rotate_key() -> None:
+    from .oauth.keys import KeyRing
+    from .pki.authority import passphrase
+
+    kid = run(lambda ctx, actor: KeyRing(ctx, current_app.config, passphrase()).rotate())
+    click.echo(f"new signing key {kid} published")
+
+
 # -- VOs ------------------------------------------------------------------------------
 @click.group("vo", help="VOs, groups, roles and VO admins.")
 def vo_cli() -> None: ...
@@ -288,7 +345,7 @@ def demo() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (user_cli, vo_cli, member_cli, node_cli, audit_cli, demo):
+    for group in (user_cli, vo_cli, member_cli, node_cli, audit_cli, oauth_cli, demo):
         app.cli.add_command(group)
 
 

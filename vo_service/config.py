@@ -37,6 +37,18 @@ DEFAULTS: dict[str, Any] = {
     "CERT_USER_MAX_HOURS": 168,
     "CERT_NODE_DAYS": 30,
     "CRL_VALIDITY_HOURS": 24,
+    # Single sign-on. SECRET_KEY signs form CSRF tokens; it is required and must be the
+    # same in every replica (never generated at start).
+    "SECRET_KEY": None,
+    "ACCESS_TOKEN_MINUTES": 10,
+    "REFRESH_TOKEN_HOURS": 24,      # a refresh token unused this long expires
+    "REFRESH_FAMILY_DAYS": 14,      # a login ends this long after it began, refreshed or not
+    "TOKEN_KEY_ROTATE_DAYS": 30,
+    "TOKEN_KEY_PUBLISH_MINUTES": 60,  # a new signing key is in the JWKS this long first
+    "DEVICE_CODE_MINUTES": 10,
+    "DEVICE_POLL_SECONDS": 5,
+    # Institutional LDAP (optional): see vo_service/auth/ldap.py for the keys.
+    "LDAP_URL": None,
 }
 
 # Numbers no range may touch: system accounts, systemd's dynamic users (61184-65519),
@@ -78,6 +90,15 @@ def validate(config: Mapping[str, Any]) -> None:
     _check_positive(config, "CERT_USER_MAX_HOURS", 24 * 366)
     _check_positive(config, "CERT_NODE_DAYS", 3650)
     _check_positive(config, "CRL_VALIDITY_HOURS", 24 * 366)
+    for name, most in (("ACCESS_TOKEN_MINUTES", 24 * 60), ("REFRESH_TOKEN_HOURS", 24 * 366),
+                       ("REFRESH_FAMILY_DAYS", 3660), ("TOKEN_KEY_ROTATE_DAYS", 3660),
+                       ("TOKEN_KEY_PUBLISH_MINUTES", 7 * 24 * 60),
+                       ("DEVICE_CODE_MINUTES", 60), ("DEVICE_POLL_SECONDS", 60)):
+        _check_positive(config, name, most)
+    secret = config.get("SECRET_KEY")
+    if not isinstance(secret, str | bytes) or len(secret) < 32:
+        raise ConfigurationError("SECRET_KEY must be set (XOS_SECRET_KEY), at least 32"
+                                 " characters, the same in every service process")
     url = config["PUBLIC_URL"]
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) \
             or any(c in url for c in " \n\r\t\"<>"):

@@ -60,6 +60,8 @@ def configure_engine(engine: Engine) -> None:
 def init_app(app: Flask) -> None:
     import os
 
+    from . import models  # noqa: F401  (every table in the metadata, for Alembic too)
+
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"),
                      render_as_batch=True, compare_type=True)

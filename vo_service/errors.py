@@ -93,3 +93,10 @@ class CAUnavailable(XosError):
 
     status = 503
     title = "Certificate authority unavailable"
+
+
+class TooManyAttempts(XosError):
+    """Too many failed logins for this account or address; try again later."""
+
+    status = 429
+    title = "Too many attempts"

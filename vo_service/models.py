@@ -2,8 +2,16 @@
 
 from .apikeys.models import ApiKey
 from .audit.models import AuditEvent, AuditHead
+from .auth.models import LdapLink, LoginThrottle, PasswordCredential
 from .memberships.models import GroupMembership, Membership, RoleAssignment
 from .nodes.models import Node, NodeVO
+from .oauth.models import (
+    DeviceAuthorization,
+    OAuthClient,
+    RefreshToken,
+    RevokedAccessToken,
+    TokenSigningKey,
+)
 from .pki.models import CertificateVO, IssuedCertificate, PublishedCRL
 from .sync.models import AccountChange, Counter
 from .users.models import UnixName, User
@@ -14,5 +22,7 @@ __all__ = [
     "Group",
     "GroupManager", "GroupMembership", "IssuedCertificate", "Membership", "Node", "NodeVO",
     "PublishedCRL", "Role",
-    "RoleAssignment", "UnixName", "User", "VOAdmin",
+    "RoleAssignment", "UnixName", "User", "VOAdmin", "PasswordCredential", "LdapLink",
+    "LoginThrottle", "DeviceAuthorization", "OAuthClient", "RefreshToken",
+    "RevokedAccessToken", "TokenSigningKey",
 ]

@@ -23,6 +23,8 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
     response.mimetype = "application/problem+json"
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="xos"'
+    if "retry_after" in extra:
+        response.headers["Retry-After"] = str(extra["retry_after"])
     return response
 
 

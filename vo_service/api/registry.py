@@ -24,6 +24,7 @@ from ..errors import AuthenticationRequired, MalformedRequest
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_JSON_DEPTH = 32
+API_KEY_PREFIX = "xos_"  # API keys; anything else presented as Bearer is an access token
 
 
 @dataclass
@@ -70,8 +71,13 @@ def _authenticate(ctx: ServiceContext) -> Actor:
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential:
-        raise AuthenticationRequired("send 'Authorization: Bearer <API key>'")
-    return ApiKeyService(ctx).authenticate(credential.strip())
+        raise AuthenticationRequired("send 'Authorization: Bearer <access token or API key>'")
+    credential = credential.strip()
+    if credential.startswith(API_KEY_PREFIX):
+        return ApiKeyService(ctx).authenticate(credential)
+    from ..oauth.server import tokens
+
+    return tokens().actor(credential)
 
 
 def _depth(value: Any, level: int = 0) -> int:

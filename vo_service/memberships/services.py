@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -56,6 +57,15 @@ def _future_date(value: dt.date | None) -> dt.date | None:
     if value is not None and value <= today():
         raise InvalidInput(f"expiry date {value.isoformat()} is not in the future")
     return value
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What a user holds now in their active VOs: VO -> its groups and role FQANs."""
+
+    vos: dict[str, VO]
+    groups: dict[str, list[str]]
+    roles: dict[str, list[str]]
 
 
 class MembershipService:
@@ -142,6 +152,34 @@ class MembershipService:
         for m, vo in self.session.execute(stmt):
             out += self.records(vo, [(m, user)])
         return out
+
+    # -- what a user holds now -------------------------------------------------------
+    def holdings(self, user: User) -> Holdings:
+        """The VOs, groups and role FQANs a user holds through active memberships: what
+        certificates and tokens may carry."""
+        vos = {vo.name: vo for vo in self.session.scalars(
+            select(VO).join(Membership, Membership.vo_id == VO.id)
+            .where(Membership.user_id == user.id, Membership.status == "active")
+            .order_by(VO.name))}
+        ids = [vo.id for vo in vos.values()]
+        groups: dict[str, list[str]] = {name: [f"/{name}"] for name in vos}
+        names = {vo.id: vo.name for vo in vos.values()}
+        for vo_id, path in self.session.execute(
+                select(Group.vo_id, Group.path)
+                .join(GroupMembership, GroupMembership.group_id == Group.id)
+                .join(Membership, Membership.id == GroupMembership.membership_id)
+                .where(Membership.user_id == user.id, Membership.vo_id.in_(ids),
+                       Group.deleted_at.is_(None)).order_by(Group.path)):
+            groups[names[vo_id]].append(path)
+        roles: dict[str, list[str]] = {name: [] for name in vos}
+        for vo_id, role in self.session.execute(
+                select(Role.vo_id, Role.name)
+                .join(RoleAssignment, RoleAssignment.role_id == Role.id)
+                .join(Membership, Membership.id == RoleAssignment.membership_id)
+                .where(Membership.user_id == user.id, Membership.vo_id.in_(ids))
+                .order_by(Role.name)):
+            roles[names[vo_id]].append(f"/{names[vo_id]}/Role={role}")
+        return Holdings(vos, groups, roles)
 
     # -- lifecycle -----------------------------------------------------------------
     def request(self, actor: Actor, vo: VO, user: User, reason: str | None = None) -> Membership:

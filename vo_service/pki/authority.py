@@ -35,7 +35,7 @@ class Authorities:
         except OSError:
             return ()
 
-    def _passphrase(self) -> bytes:
+    def passphrase(self) -> bytes:
         secret = self.config.get("CA_PASSPHRASE")
         if secret:
             return str(secret).encode()
@@ -55,7 +55,7 @@ class Authorities:
                 base = self.config["PUBLIC_URL"].rstrip("/")
                 try:
                     self.loaded = self.directory.load(
-                        self._passphrase(),
+                        self.passphrase(),
                         lambda generation: (f"{base}/ca/crl/{generation}.der", f"{base}/ocsp"))
                 except ca.CAError as error:
                     raise CAUnavailable(f"cannot load the CA: {error}") from None
@@ -71,3 +71,9 @@ def authority() -> LoadedCA:
     """The current app's CA keys (CAUnavailable when none are set up)."""
     authorities: Authorities = current_app.extensions["xos_ca"]
     return authorities.get()
+
+
+def passphrase() -> bytes:
+    """The CA passphrase, which also encrypts the access-token signing keys."""
+    authorities: Authorities = current_app.extensions["xos_ca"]
+    return authorities.passphrase()

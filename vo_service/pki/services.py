@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -26,12 +25,12 @@ from ca.directory import LoadedCA
 from ..authz import Actor
 from ..context import ServiceContext
 from ..errors import CAUnavailable, InvalidInput, InvalidTransition, NotFound, PermissionDenied
-from ..memberships.models import GroupMembership, Membership, RoleAssignment
+from ..memberships.services import Holdings, MembershipService
 from ..nodes.models import Node
 from ..nodes.services import NodeService
 from ..timeutil import utcnow
 from ..users.models import User
-from ..vos.models import VO, Group, Role
+from ..vos.models import VO
 from .models import CertificateVO, IssuedCertificate
 from .revocation import REASONS, Revoker
 
@@ -47,15 +46,6 @@ def ca_errors() -> Iterator[None]:
         raise InvalidInput(str(error)) from None
     except ca.KeyStoreError as error:
         raise CAUnavailable(str(error)) from None
-
-
-@dataclass(frozen=True)
-class Holdings:
-    """What a user holds now in their active VOs: VO -> groups and role FQANs."""
-
-    vos: dict[str, VO]
-    groups: dict[str, list[str]]
-    roles: dict[str, list[str]]
 
 
 def _fingerprint(data: bytes) -> str:
@@ -84,38 +74,12 @@ class CertificateService:
         self.loaded = loaded
         self.config = config
 
-    # -- what a user holds ------------------------------------------------------------
-    def holdings(self, user: User) -> Holdings:
-        vos = {vo.name: vo for vo in self.session.scalars(
-            select(VO).join(Membership, Membership.vo_id == VO.id)
-            .where(Membership.user_id == user.id, Membership.status == "active")
-            .order_by(VO.name))}
-        ids = [vo.id for vo in vos.values()]
-        groups: dict[str, list[str]] = {name: [f"/{name}"] for name in vos}
-        names = {vo.id: vo.name for vo in vos.values()}
-        for vo_id, path in self.session.execute(
-                select(Group.vo_id, Group.path)
-                .join(GroupMembership, GroupMembership.group_id == Group.id)
-                .join(Membership, Membership.id == GroupMembership.membership_id)
-                .where(Membership.user_id == user.id, Membership.vo_id.in_(ids),
-                       Group.deleted_at.is_(None)).order_by(Group.path)):
-            groups[names[vo_id]].append(path)
-        roles: dict[str, list[str]] = {name: [] for name in vos}
-        for vo_id, role in self.session.execute(
-                select(Role.vo_id, Role.name)
-                .join(RoleAssignment, RoleAssignment.role_id == Role.id)
-                .join(Membership, Membership.id == RoleAssignment.membership_id)
-                .where(Membership.user_id == user.id, Membership.vo_id.in_(ids))
-                .order_by(Role.name)):
-            roles[names[vo_id]].append(f"/{names[vo_id]}/Role={role}")
-        return Holdings(vos, groups, roles)
-
     def _entitled(self, actor: Actor, user: User) -> Holdings:
         if actor.user_id != user.id and not actor.is_system:
             raise PermissionDenied("users request certificates for themselves only")
         if user.status != "active":
             raise InvalidTransition(f"user {user.username!r} is {user.status}")
-        held = self.holdings(user)
+        held = MembershipService(self.ctx).holdings(user)
         if not held.vos:
             raise InvalidTransition(f"{user.username!r} has no active VO membership")
         return held

@@ -1,0 +1,1 @@
+"""Login sources: VO passwords, the institutional LDAP directory, failed-login throttling."""
