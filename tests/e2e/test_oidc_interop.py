@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from flask import Flask
 from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from flask import Flask
 from sqlalchemy import update
 
 from vo_service.auth.passwords import PasswordService
