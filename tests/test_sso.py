@@ -446,3 +446,19 @@ def test_passwords_are_argon2id_and_have_rules(world, ctx, system):
     with pytest.raises(Exception, match="service admin"):
         PasswordService(ctx).set(actor_for(world.pete), world.alice, "a new long password")
     UserService(ctx).get("alice")
+
+
+def test_behind_a_trusted_proxy_the_client_address_counts(database_url):
+    """With TRUSTED_PROXIES=1 the throttle keys on X-Forwarded-For, not on the proxy."""
+    from support import make_app, rolled_back
+
+    from vo_service.auth.models import LoginThrottle
+
+    app = make_app(database_url, TRUSTED_PROXIES=1)
+    with rolled_back(app):
+        client = app.test_client()
+        client.post("/oauth/token", data={"grant_type": "password", "client_id": "xos-login",
+                                          "username": "nobody", "password": "wrong password"},
+                    headers={"X-Forwarded-For": "198.51.100.7"})
+        assert db.session.get(LoginThrottle, "addr:198.51.100.7") is not None
+        assert db.session.get(LoginThrottle, "addr:127.0.0.1") is None

@@ -26,6 +26,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     else:
         app.config.from_mapping(test_config)
     config_module.validate(app.config)
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind N trusted TLS proxies: take the client address, scheme and host from
+        # the headers they set (login throttling per address needs the real client).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops)
     os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
 
     db_module.init_app(app)

