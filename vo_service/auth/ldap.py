@@ -271,7 +271,9 @@ class LdapDirectory:
         refused username) or LdapError when the directory cannot answer. The username's
         shape is checked and an empty password refused before any connection: an empty
         password is an *unauthenticated bind*, which many servers answer with success."""
-        if False:
+        if not isinstance(username, str) or not USERNAME.fullmatch(username) \
+                or not isinstance(password, str) or not password \
+                or len(password) > PASSWORD_MAX:
             raise AuthenticationRequired(WRONG)
         s = self.settings
         query = s.user_filter.replace("{username}", escape_filter_chars(username))
