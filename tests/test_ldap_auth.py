@@ -404,3 +404,62 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+# -- through the service: a VO user linked to a directory account ------------------------
+@pytest.fixture
+def ldap_app(database_url: str, slapd: Slapd) -> Iterator[Any]:
+    from support import make_app, rolled_back
+
+    app = make_app(database_url, **settings(slapd))
+    with rolled_back(app):
+        yield app
+
+
+def test_a_linked_user_logs_in_with_the_directory_password(ldap_app: Any) -> None:
+    from vo_service.auth.passwords import PasswordService
+    from vo_service.authz import Actor
+    from vo_service.context import ServiceContext
+    from vo_service.db import db
+    from vo_service.memberships.services import MembershipService
+    from vo_service.users.services import UserService
+    from vo_service.vos.services import VOService
+
+    ctx = ServiceContext.build(db.session, ldap_app.config)
+    system = Actor.system("pytest")
+    grid_alice = UserService(ctx).create(system, "galice", "Alice (grid)")
+    MembershipService(ctx).add(system, VOService(ctx).create(system, "atlas"), grid_alice)
+    PasswordService(ctx).link_ldap(system, grid_alice, "alice")
+    db.session.commit()
+    client = ldap_app.test_client()
+
+    def login(password: str) -> tuple[int, dict[str, Any]]:
+        response = client.post("/oauth/token", data={
+            "grant_type": "password", "client_id": "xos-login", "username": "galice",
+            "password": password})
+        return response.status_code, response.get_json()
+
+    status, body = login(ALICE_PASSWORD)
+    assert status == 200 and body["access_token"], body
+    status, body = login("not alice's password")
+    assert (status, body["error_description"]) == (400, "wrong username or password")
+    # the directory is only ever asked about the linked account, never the typed name
+    response = client.post("/oauth/token", data={
+        "grant_type": "password", "client_id": "xos-login", "username": "*)(uid=*",
+        "password": ALICE_PASSWORD})
+    assert response.get_json()["error_description"] == "wrong username or password"
+
+
+@pytest.mark.parametrize("name", ["*", "alice)(uid=*", "alice smith", "", "a" * 65])
+def test_links_only_to_directory_shaped_names(ldap_app: Any, name: str) -> None:
+    from vo_service.auth.passwords import PasswordService
+    from vo_service.authz import Actor
+    from vo_service.context import ServiceContext
+    from vo_service.db import db
+    from vo_service.errors import InvalidInput
+    from vo_service.users.services import UserService
+
+    ctx = ServiceContext.build(db.session, ldap_app.config)
+    user = UserService(ctx).create(Actor.system("pytest"), "linkme", "Link Me")
+    with pytest.raises(InvalidInput, match="an LDAP username is"):
+        PasswordService(ctx).link_ldap(Actor.system("pytest"), user, name)

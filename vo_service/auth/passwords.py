@@ -58,9 +58,12 @@ class PasswordService:
                               after={"set": True})
 
     def link_ldap(self, actor: Actor, user: User, ldap_username: str) -> None:
+        from .ldap import USERNAME
+
         self.ctx.authz.require_service_admin(actor)
-        if not ldap_username or len(ldap_username) > 64 or not ldap_username.isprintable():
-            raise InvalidInput("an LDAP username has 1 to 64 printable characters")
+        if not isinstance(ldap_username, str) or not USERNAME.fullmatch(ldap_username):
+            raise InvalidInput("an LDAP username is 1 to 64 of A-Z, a-z, 0-9, '.', '_',"
+                               " '@', '-'")
         row = self.session.get(LdapLink, user.id)
         if row is None:
             self.session.add(LdapLink(user_id=user.id, ldap_username=ldap_username))
