@@ -262,7 +262,8 @@ def test_device_login_denied_or_wrongly_approved(client, world):
     assert "Denied" in page.get_data(as_text=True)
     status, body = token_call(client, grant_type=DEVICE_GRANT, client_id="xos-login",
                               device_code=grant["device_code"])
-    assert body["error"] == "access_denied"
+    assert body == {"error": "access_denied",
+                    "error_description": "the login was denied on the approval page"}
 
 
 def test_device_page_needs_its_csrf_token(client, world):
@@ -376,6 +377,13 @@ def test_audiences_are_nodes_of_the_users_vos(client, world):
     status, again = token_call(client, grant_type="refresh_token", client_id="xos-login",
                                refresh_token=node["refresh_token"])
     assert status == 200 and again["audience"] == ISSUER
+    # a refused audience changes nothing: the refresh token presented stays good
+    status, body = token_call(client, grant_type="refresh_token", client_id="xos-login",
+                              refresh_token=again["refresh_token"], audience="wn2.grid.example")
+    assert status == 400 and "not a node of your VOs" in body["error_description"]
+    status, body = token_call(client, grant_type="refresh_token", client_id="xos-login",
+                              refresh_token=again["refresh_token"])
+    assert status == 200, body
 
 
 # -- signing keys -----------------------------------------------------------------------------

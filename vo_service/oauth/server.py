@@ -149,13 +149,17 @@ def generate_token(grant_type: str, client: Client, user: User | None = None,
     service = tokens()
     previous: RefreshToken | None = g.get("xos_refresh_previous")
     requested = request.form.get("audience")
-    with oauth_errors():
-        # A refresh may ask for another audience (a node) for this one access token; the
-        # login's own audience stays with its refresh tokens.
-        audience = previous.audience if previous is not None and not requested else \
-            service.audience_for(client.row, user, requested)
-        issued = service.issue(client.row, user, scope or "", audience,
-                               refresh=include_refresh_token, family=previous)
+    try:
+        with oauth_errors():
+            # A refresh may ask for another audience (a node) for this one access token;
+            # the login's own audience stays with its refresh tokens.
+            audience = previous.audience if previous is not None and not requested else \
+                service.audience_for(client.row, user, requested)
+            issued = service.issue(client.row, user, scope or "", audience,
+                                   refresh=include_refresh_token, family=previous)
+    except OAuth2Error:
+        db.session.rollback()  # nothing of a refused request stands: the refresh token
+        raise                  # it presented stays unused and good
     body = {"token_type": "Bearer", "access_token": issued.access_token,
             "expires_in": issued.expires_in, "scope": issued.scope,
             "audience": issued.audience}
@@ -243,7 +247,12 @@ class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]
     def validate_device_credential(self, credential: Any) -> Any:
         if credential.is_expired():
             raise ExpiredTokenError("the device code has expired; start the login again")
-        return super().validate_device_credential(credential)
+        try:
+            return super().validate_device_credential(credential)
+        except AccessDeniedError as error:
+            if error.description != AccessDeniedError.description:
+                raise  # ours, saying why (a pending membership, ...)
+            raise AccessDeniedError("the login was denied on the approval page") from None
 
     def query_user_grant(self, user_code: str) -> tuple[User, bool] | None:
         row = db.session.scalar(select(DeviceAuthorization).where(

@@ -174,6 +174,8 @@ class TokenService:
             claims = xos_tokens.verify_access_token(
                 token, keys=self.keys.key_set(), issuer=self.issuer,
                 audience=audience or self.issuer)
+        except xos_tokens.InvalidKey:  # no key published yet: nothing can be valid
+            raise AuthenticationRequired("invalid access token: unknown key id") from None
         except xos_tokens.InvalidToken as error:
             raise AuthenticationRequired(f"invalid access token: {error}") from None
         if self.session.get(RevokedAccessToken, claims.jti) is not None:

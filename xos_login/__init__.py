@@ -1,0 +1,1 @@
+"""xos-login: one login for a researcher, cached tokens and certificates."""
