@@ -699,12 +699,15 @@ TRANSITION_CASES = [
 
 # -- who may not do it ----------------------------------------------------------------
 AUTH_CASES = [
-    case("no-key", "GET", "/me", 401, r"^send 'Authorization: Bearer <API key>'$", who=None),
+    case("no-key", "GET", "/me", 401,
+         r"^send 'Authorization: Bearer <access token or API key>'$", who=None),
     case("no-key-write", "POST", "/users", 401, r"^send 'Authorization: Bearer", new_user(),
          who=None),
     case("basic-auth", "GET", "/me", 401, r"^send 'Authorization: Bearer",
          authorization="Basic YWRtaW46YWRtaW4="),
     case("malformed-key", "GET", "/me", 401, r"^malformed API key$",
+         authorization="Bearer xos_' OR '1'='1"),
+    case("malformed-token", "GET", "/me", 401, r"^invalid access token: ",
          authorization="Bearer ' OR '1'='1"),
     case("forged-key", "GET", "/me", 401, r"^unknown or revoked API key$",
          authorization="Bearer xos_0123456789abcdef_" + "A" * 43),

@@ -28,7 +28,7 @@ import flask_migrate
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
-from support import make_app
+from support import SECRET_KEY, make_app
 
 import vo_service.models  # noqa: F401  (every mapper configured, also in spawned children)
 from vo_service.apikeys.services import ApiKeyService
@@ -100,7 +100,8 @@ class Service:
         self.port = self.listener.getsockname()[1]
         self.log = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("XOS_")}
-        env.update(XOS_SQLALCHEMY_DATABASE_URI=url, XOS_INSTANCE_PATH=str(instance))
+        env.update(XOS_SQLALCHEMY_DATABASE_URI=url, XOS_INSTANCE_PATH=str(instance),
+                   XOS_SECRET_KEY=SECRET_KEY)
         fd = self.listener.fileno()
         try:
             with open(log, "wb") as out:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from support import make_app, rolled_back
+from support import SECRET_KEY, make_app, rolled_back
 
 from vo_service import create_app
 from vo_service.apikeys.services import ApiKeyService
@@ -26,12 +26,14 @@ from vo_service.vos.services import VOService
 
 
 def config(**overrides: Any) -> dict[str, Any]:
-    return {**DEFAULTS, **overrides}
+    return {**DEFAULTS, "SECRET_KEY": SECRET_KEY, **overrides}
 
 
 # -- config.validate ------------------------------------------------------------------
 def test_defaults_are_valid_and_as_documented():
-    validate(DEFAULTS)
+    with pytest.raises(ConfigurationError, match="SECRET_KEY must be set"):
+        validate(DEFAULTS)  # the one default that is not usable: a secret must be given
+    validate(config())
     assert (DEFAULTS["UID_MIN"], DEFAULTS["UID_MAX"]) == (200_000, 399_999)
     assert (DEFAULTS["GID_MIN"], DEFAULTS["GID_MAX"]) == (400_000, 499_999)
 

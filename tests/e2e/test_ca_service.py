@@ -21,10 +21,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,14 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import flask_migrate
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtensionOID
-from support import make_app
-from werkzeug.serving import make_server
 
 import ca
 from vo_service.apikeys.services import ApiKeyService
@@ -52,6 +46,7 @@ from vo_service.nodes.services import NodeService
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
 
+from .live import live_service
 from .nodens import SSH_TOOLS, NodeNamespace, SshServer, keygen, missing_requirements, ssh_login
 
 TOOL_TIMEOUT = 30
@@ -191,47 +186,14 @@ def _seed(app: Any) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
     return keys, ids, uids
 
 
-def _not_ready(environ: Any, start_response: Any) -> list[bytes]:
-    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-    return [b"not ready\n"]
-
-
 @pytest.fixture(scope="module")
 def service(instance_path: str) -> Iterator[Service]:
-    """The real VO service on 127.0.0.1:<free port>, stopped and wiped at module end."""
-    work = Path(tempfile.mkdtemp(prefix="xos-ca-e2e-"))
-    app = server = thread = None
-    try:
-        # Bind first (port 0: the kernel picks a free port, no race), then build the app
-        # with PUBLIC_URL naming that port, so that config validation sees the real value.
-        server = make_server("127.0.0.1", 0, _not_ready, threaded=True)
-        base = f"http://127.0.0.1:{server.server_port}"
-        app = make_app("sqlite:///" + str(work / "xos.sqlite3"), PUBLIC_URL=base)
-        with app.app_context():
-            flask_migrate.upgrade()
-        keys, ids, uids = _seed(app)
-        server.app = app
-        thread = threading.Thread(target=server.serve_forever, name="xos-ca-e2e-http",
-                                  daemon=True)
-        thread.start()
-        yield Service(base, Http(base), work, keys, ids, uids)
-    finally:
-        if server is not None:
-            if thread is not None:
-                server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(10)
-        if app is not None:
-            with app.app_context():
-                db.engine.dispose()
-        shutil.rmtree(work, ignore_errors=True)
-    # Nothing outlives the module: no serving thread, no listening socket, no files.
-    assert thread is not None and not thread.is_alive()
-    with pytest.raises(ConnectionRefusedError), socket.create_connection(
-            ("127.0.0.1", server.server_port), timeout=2):
-        pass
-    assert not work.exists()
+    """The real VO service on 127.0.0.1:<free port>, stopped and wiped at module end
+    (``live_service`` checks that nothing outlives it)."""
+    seeded: list[tuple[dict[str, str], dict[str, str], dict[str, int]]] = []
+    with live_service(lambda app: seeded.append(_seed(app)), prefix="xos-ca-e2e-") as live:
+        keys, ids, uids = seeded[0]
+        yield Service(live.base, Http(live.base), live.work, keys, ids, uids)
 
 
 @dataclass

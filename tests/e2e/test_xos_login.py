@@ -39,13 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import flask_migrate
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support import make_app
 from werkzeug.serving import make_server
 
 import xos_tokens
@@ -60,6 +58,8 @@ from vo_service.vos.services import VOService
 from xos_login import http as client
 from xos_login import oauth
 from xos_login.errors import LoginError
+
+from .live import live_service
 
 XOS_LOGIN = Path(sys.executable).with_name("xos-login")
 PASSWORD = "correct horse battery"
@@ -140,11 +140,6 @@ def _seed(app: Any) -> None:
         db.session.remove()
 
 
-def _not_ready(environ: Any, start_response: Any) -> list[bytes]:
-    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-    return [b"not ready\n"]
-
-
 def _stop(server: Any, thread: threading.Thread | None) -> None:
     if thread is not None:
         server.shutdown()
@@ -155,35 +150,10 @@ def _stop(server: Any, thread: threading.Thread | None) -> None:
 @pytest.fixture(scope="module")
 def service(instance_path: str) -> Iterator[Service]:
     """The real VO service on 127.0.0.1:<free port>, stopped and wiped at module end."""
-    work = Path(tempfile.mkdtemp(prefix="xos-login-e2e-"))
-    app = server = thread = None
-    try:
-        server = make_server("127.0.0.1", 0, _not_ready, threaded=True)
-        base = f"http://127.0.0.1:{server.server_port}"
-        app = make_app("sqlite:///" + str(work / "xos.sqlite3"), PUBLIC_URL=base,
-                       DEVICE_POLL_SECONDS=1)
-        with app.app_context():
-            flask_migrate.upgrade()
-        _seed(app)
-        server.app = app
-        thread = threading.Thread(target=server.serve_forever, name="xos-login-e2e-http",
-                                  daemon=True)
-        thread.start()
-        yield Service(base, work, app)
-    finally:
-        if server is not None:
-            _stop(server, thread)
-        if app is not None:
-            with app.app_context():
-                db.engine.dispose()
-        shutil.rmtree(work, ignore_errors=True)
-    # Nothing outlives the module: no serving thread, no listening socket, no files, and
-    # no xos-login process (each was waited for; a leftover would still be our child).
-    assert thread is not None and not thread.is_alive()
-    with pytest.raises(ConnectionRefusedError), socket.create_connection(
-            ("127.0.0.1", server.server_port), timeout=2):
-        pass
-    assert not work.exists()
+    with live_service(_seed, prefix="xos-login-e2e-", DEVICE_POLL_SECONDS=1) as live:
+        yield Service(live.base, live.work, live.app)
+    # live_service checked the server and its folder are gone; and no xos-login process
+    # is left (each was waited for; a leftover would still be our child).
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
     if children.exists():
         for pid in children.read_text().split():
