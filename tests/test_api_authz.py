@@ -115,6 +115,8 @@ CASES: list[Case] = [
     case("POST", "/users/<user>/delete", SA, path="/users/alice/delete", writes=True),
     case("PUT", "/users/<user>/service-admin", SA, path="/users/alice/service-admin",
          body={"is_service_admin": True}, writes=True),
+    case("PUT", "/users/<user>/password", SA | {"member"}, path="/users/alice/password",
+         body={"password": "a long new password"}, writes=True),
     case("GET", "/users/<user>/memberships", VO_ADMINS | {"member"},
          path="/users/alice/memberships"),
     case("POST", "/users/<user>/api-keys", SA | {"member"}, path="/users/alice/api-keys",

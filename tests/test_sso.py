@@ -470,3 +470,15 @@ def test_behind_a_trusted_proxy_the_client_address_counts(database_url):
                     headers={"X-Forwarded-For": "198.51.100.7"})
         assert db.session.get(LoginThrottle, "addr:198.51.100.7") is not None
         assert db.session.get(LoginThrottle, "addr:127.0.0.1") is None
+
+
+def test_a_user_sets_their_own_password_through_the_api(client, world, users):
+    key = users.key(world.alice)
+    response = client.put("/api/v1/users/alice/password", json={"password": "brand new words"},
+                          headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 204
+    assert password_login(client, password="brand new words")[0] == 200
+    assert password_login(client)[1]["error_description"] == "wrong username or password"
+    response = client.put("/api/v1/users/alice/password", json={"password": "short"},
+                          headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 422 and "10 to 256" in response.get_json()["detail"]

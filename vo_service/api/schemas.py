@@ -183,3 +183,7 @@ class CertificateQuery(Query):
     user: Annotated[str, Field(max_length=64)] | None = None
     node: Annotated[str, Field(max_length=253)] | None = None
     limit: Limit | None = None
+
+
+class PasswordChange(Body):
+    password: Annotated[StrictStr, Field(min_length=1, max_length=256)]

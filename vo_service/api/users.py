@@ -3,10 +3,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..apikeys.services import ApiKeyService
+from ..auth.passwords import PasswordService
 from ..memberships.services import MembershipService
 from ..users.services import UserService, user_record
 from .registry import Call, operation
-from .schemas import ApiKeyCreate, ServiceAdminFlag, UserCreate, UserQuery, UserUpdate
+from .schemas import (
+    ApiKeyCreate,
+    PasswordChange,
+    ServiceAdminFlag,
+    UserCreate,
+    UserQuery,
+    UserUpdate,
+)
 
 TAG = "users"
 
@@ -64,6 +72,12 @@ def set_service_admin(call: Call, body: ServiceAdminFlag, user: str) -> dict[str
     users = UserService(call.ctx)
     return user_record(users.set_service_admin(call.actor, users.get(user),
                                                body.is_service_admin))
+
+
+@operation("PUT", "/users/<user>/password", summary="Set a VO password (the user, or a"
+           " service admin)", tag=TAG, body=PasswordChange, status=204)
+def set_password(call: Call, body: PasswordChange, user: str) -> None:
+    PasswordService(call.ctx).set(call.actor, UserService(call.ctx).get(user), body.password)
 
 
 @operation("GET", "/users/<user>/memberships", summary="A user's VO memberships", tag=TAG)
