@@ -2,11 +2,13 @@
 second over HTTP, on one gunicorn worker (one core) and on two, next to their floors
 measured in the same run.
 
-    .venv/bin/python bench/bench_sso.py            # about two minutes
-    .venv/bin/python bench/bench_sso.py --quick    # about thirty seconds
+    .venv/bin/python bench/bench_sso.py                          # SQLite, two minutes
+    .venv/bin/python bench/bench_sso.py --backend postgresql     # PostgreSQL
+    .venv/bin/python bench/bench_sso.py --quick                  # thirty seconds
 
 Set-up: a temporary instance folder with a CA (``CADirectory.init``, which also gives the
-passphrase that encrypts the token signing keys), a migrated SQLite database, a VO with
+passphrase that encrypts the token signing keys), a migrated database (a SQLite file, or
+a PostgreSQL database made through ``scripts/postgres.sh`` and dropped after), a VO with
 five groups and ``--users`` members, each with a VO password (argon2id, the production
 cost). The service runs under gunicorn (sync workers) on 127.0.0.1.
 
@@ -44,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_core import database
 from measure import Stats, busy_since, cpu_counters, gunicorn, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +175,7 @@ def describe() -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"### Single sign-on ({result['users']} users)", "",
+    lines = [f"### Single sign-on on {result['backend']} ({result['users']} users)", "",
              f"Run {result['started']} on {result['code']}, `{result['command']}`; "
              f"{result['machine']}.", "",
              "| measure | workers | clients | per second | p50 ms | p99 ms | busy % "
@@ -195,6 +198,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 5
@@ -202,40 +206,50 @@ def main() -> None:
     started = dt.datetime.now(dt.UTC)
     work = tempfile.mkdtemp(prefix="xos-bench-sso-")
     os.environ["XOS_INSTANCE_PATH"] = work
-    url = f"sqlite:///{work}/xos.sqlite3"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"sso-{started.strftime('%Y%m%dT%H%M%SZ')}"
+    name = f"sso-{args.backend}-{started.strftime('%Y%m%dT%H%M%SZ')}"
     log = str(RESULTS / f"{name}-gunicorn.log")
-    rows: list[dict[str, Any]] = []
     try:
-        print(f"seeding {args.users} users", flush=True)
-        seed(url, work, args.users)
-        for workers, clients in ((1, 1), (2, 4)):
-            with gunicorn(url, work, workers, log, str(ROOT)) as port:
-                refresh = run_clients(port, clients, args.requests, args.seconds, "refresh")
-                rows.append({"name": "refresh-token grant", "workers": workers,
-                             "plan": KEYCLOAK_REFRESH_PER_VCPU * workers, **refresh})
-                print(f"  refresh, {workers} worker(s): {refresh['per_second']:.0f}/s",
-                      flush=True)
-                logins = run_clients(port, clients, max(30, args.requests // 20),
-                                     args.seconds, "password")
-                rows.append({"name": "password login (argon2id 19 MiB, t=2)",
-                             "workers": workers, "plan": KEYCLOAK_LOGINS_PER_VCPU * workers,
-                             **logins})
-                print(f"  logins, {workers} worker(s): {logins['per_second']:.0f}/s",
-                      flush=True)
-        rows.append({"name": "floor: one argon2id verification, in-process",
-                     **argon2_floor(max(20, args.requests // 50))})
+        with database(args.backend, None, work) as url:
+            rows = measure(args, url, work, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if os.path.exists(log) and not os.path.getsize(log):
             os.unlink(log)
+    report(args, started, name, rows)
+
+
+def measure(args: argparse.Namespace, url: str, work: str, log: str) -> list[dict[str, Any]]:
+    """Seed, then time both grants on one and on two gunicorn workers."""
+    rows: list[dict[str, Any]] = []
+    print(f"{args.backend}: seeding {args.users} users", flush=True)
+    seed(url, work, args.users)
+    for workers, clients in ((1, 1), (2, 4)):
+        with gunicorn(url, work, workers, log, str(ROOT)) as port:
+            refresh = run_clients(port, clients, args.requests, args.seconds, "refresh")
+            rows.append({"name": "refresh-token grant", "workers": workers,
+                         "plan": KEYCLOAK_REFRESH_PER_VCPU * workers, **refresh})
+            print(f"  refresh, {workers} worker(s): {refresh['per_second']:.0f}/s", flush=True)
+            logins = run_clients(port, clients, max(30, args.requests // 20), args.seconds,
+                                 "password")
+            rows.append({"name": "password login (argon2id 19 MiB, t=2)",
+                         "workers": workers, "plan": KEYCLOAK_LOGINS_PER_VCPU * workers,
+                         **logins})
+            print(f"  logins, {workers} worker(s): {logins['per_second']:.0f}/s", flush=True)
+    rows.append({"name": "floor: one argon2id verification, in-process",
+                 **argon2_floor(max(20, args.requests // 50))})
+    return rows
+
+
+def report(args: argparse.Namespace, started: dt.datetime, name: str,
+           rows: list[dict[str, Any]]) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
     result = {"started": started.isoformat(timespec="seconds"), "code": describe(),
               "command": " ".join([".venv/bin/python", "bench/bench_sso.py", *sys.argv[1:]]),
-              "machine": f"{cpu}, {os.cpu_count()} cores", "users": args.users, "rows": rows}
+              "machine": f"{cpu}, {os.cpu_count()} cores", "users": args.users,
+              "backend": args.backend, "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = markdown(result)
     (RESULTS / f"{name}.md").write_text(text)

@@ -41,6 +41,7 @@ from ..errors import (
     XosError,
 )
 from ..memberships.models import Membership
+from ..memberships.services import MembershipService
 from ..pki.authority import passphrase
 from ..timeutil import utcnow
 from ..users.models import User
@@ -132,15 +133,17 @@ def _user_with_access(user: User) -> User:
     all pending hears so, in words."""
     if user.status != "active":
         raise InvalidGrantError(f"the account {user.username} is {user.status}")
+    held = MembershipService(tokens().ctx).holdings(user)
+    g.xos_holdings = (user.id, held)  # the token's groups, read once per request
+    if held.vos:
+        return user
     statuses = dict(db.session.execute(select(VO.name, Membership.status).join(
         Membership, Membership.vo_id == VO.id).where(Membership.user_id == user.id)).all())
-    if "active" not in statuses.values():
-        pending = sorted(v for v, s in statuses.items() if s == "pending")
-        if pending:
-            raise AccessDeniedError("your membership of VO " + ", ".join(pending)
-                                    + " is still pending approval")
-        raise AccessDeniedError("you are not an active member of any VO")
-    return user
+    pending = sorted(v for v, s in statuses.items() if s == "pending")
+    if pending:
+        raise AccessDeniedError("your membership of VO " + ", ".join(pending)
+                                + " is still pending approval")
+    raise AccessDeniedError("you are not an active member of any VO")
 
 
 def generate_token(grant_type: str, client: Client, user: User | None = None,
@@ -155,8 +158,11 @@ def generate_token(grant_type: str, client: Client, user: User | None = None,
             # the login's own audience stays with its refresh tokens.
             audience = previous.audience if previous is not None and not requested else \
                 service.audience_for(client.row, user, requested)
+            known = g.get("xos_holdings")
+            held = known[1] if known is not None and user is not None and \
+                known[0] == user.id else None
             issued = service.issue(client.row, user, scope or "", audience,
-                                   refresh=include_refresh_token, family=previous)
+                                   refresh=include_refresh_token, family=previous, held=held)
     except OAuth2Error:
         db.session.rollback()  # nothing of a refused request stands: the refresh token
         raise                  # it presented stays unused and good

@@ -24,11 +24,10 @@ import xos_tokens
 from ..authz import Actor
 from ..context import ServiceContext
 from ..errors import AuthenticationRequired, InvalidInput, PermissionDenied
-from ..memberships.services import MembershipService
+from ..memberships.services import Holdings, MembershipService
 from ..nodes.models import Node, NodeVO
 from ..timeutil import utcnow
 from ..users.models import User
-from ..vos.models import VO
 from .keys import KeyRing
 from .models import OAuthClient, RefreshToken, RevokedAccessToken
 
@@ -89,11 +88,14 @@ class TokenService:
 
     # -- access tokens -----------------------------------------------------------------
     def access_token(self, client: OAuthClient, user: User | None, scope: str, audience: str,
-                     now: dt.datetime | None = None) -> tuple[str, int]:
+                     now: dt.datetime | None = None, held: Holdings | None = None
+                     ) -> tuple[str, int]:
+        """Sign an access token; ``held`` saves reading the user's groups again when the
+        caller has just read them."""
         now = now or utcnow()
         claims: dict[str, Any] = {"client_id": client.client_id, "scope": scope}
         if user is not None:
-            held = MembershipService(self.ctx).holdings(user)
+            held = held or MembershipService(self.ctx).holdings(user)
             claims.update(preferred_username=user.username,
                           groups=[g for vo in held.vos for g in held.groups[vo]],
                           roles=[r for vo in held.vos for r in held.roles[vo]])
@@ -106,8 +108,9 @@ class TokenService:
         return token, int(self.access_lifetime.total_seconds())
 
     def issue(self, client: OAuthClient, user: User | None, scope: str, audience: str,
-              refresh: bool, family: RefreshToken | None = None) -> Issued:
-        token, expires_in = self.access_token(client, user, scope, audience)
+              refresh: bool, family: RefreshToken | None = None,
+              held: Holdings | None = None) -> Issued:
+        token, expires_in = self.access_token(client, user, scope, audience, held=held)
         refresh_token = self._new_refresh(client, user, scope,
                                           family.audience if family else audience, family) \
             if refresh and user is not None else None
@@ -195,6 +198,3 @@ class TokenService:
         return Actor(label=f"user:{user.username}", user_id=user.id,
                      is_service_admin=user.is_service_admin)
 
-
-def active_vos(ctx: ServiceContext, user: User) -> list[VO]:
-    return list(MembershipService(ctx).holdings(user).vos.values())
