@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import http.client
-import io
 import json
 import os
 import platform
@@ -58,7 +57,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -79,6 +77,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
+from frozen import code_under_test, is_frozen_run, run_frozen
 from measure import (
     QUIET_WAIT,
     WARMUP,
@@ -108,7 +107,6 @@ from vo_service.vos.services import VOService
 os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-CODE_ENV = "XOS_BENCH_CODE"  # set in the re-run that measures a frozen copy of the code
 OPENSSL = shutil.which("openssl", path="/usr/bin:/usr/local/bin") or "openssl"
 USER_LIFETIME = dt.timedelta(hours=12)
 VO = "bench"
@@ -193,46 +191,6 @@ def openssl(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProc
 
 
 # -- the code under test --------------------------------------------------------------
-def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def run_frozen(rev: str) -> int:
-    """Re-run this benchmark on ``ca`` and ``vo_service`` exported from commit ``rev``."""
-    commit = git("rev-parse", f"{rev}^{{commit}}")
-    code = tempfile.mkdtemp(prefix="xos-bench-ca-code-")
-    try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit,
-                                  "ca", "vo_service"], check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(code, filter="data")
-        env = {**os.environ, "PYTHONPATH": code, CODE_ENV: f"{commit} {code}"}
-        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
-                                  *sys.argv[1:]], env=env)
-        try:
-            return child.wait()
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait(timeout=60)
-    finally:
-        shutil.rmtree(code, ignore_errors=True)
-
-
-def code_under_test() -> tuple[str, dict[str, Any]]:
-    """The folder gunicorn imports ``vo_service`` (and ``ca``) from, and what it holds."""
-    if CODE_ENV in os.environ:
-        commit, code = os.environ[CODE_ENV].split(" ", 1)
-        for module in (ca, vo_service):
-            if not module.__file__ or not module.__file__.startswith(code):
-                raise RuntimeError(f"{module.__name__} came from {module.__file__}, not {code}")
-        return code, {"commit": commit, "source": "git archive of the commit"}
-    dirty = bool(git("status", "--porcelain", "--", "ca", "vo_service"))
-    return str(ROOT), {"commit": git("rev-parse", "HEAD"),
-                       "source": "working tree" + (" with uncommitted changes" if dirty else "")}
-
-
 # -- inputs ---------------------------------------------------------------------------
 def make_csrs(count: int, prefix: str) -> list[bytes]:
     """PEM CSRs with P-256 keys, no extensions, subject O=XOS, OU=bench, CN=<prefix><i>."""
@@ -1003,9 +961,9 @@ def main() -> None:
     args = parse_args()
     # SIGTERM unwinds like Ctrl-C, so gunicorn, openssl and the temp folders go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.rev != "worktree" and CODE_ENV not in os.environ:
-        sys.exit(run_frozen(args.rev))
-    code, code_info = code_under_test()
+    if args.rev != "worktree" and not is_frozen_run():
+        sys.exit(run_frozen(args.rev, __file__))
+    code, code_info = code_under_test(ca, vo_service)
     started = dt.datetime.now(dt.UTC)
     clock = time.monotonic()
     RESULTS.mkdir(parents=True, exist_ok=True)

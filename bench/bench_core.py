@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -41,7 +40,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -55,6 +53,7 @@ from urllib.parse import quote
 import flask_migrate
 import load
 import sqlalchemy as sa
+from frozen import code_under_test, is_frozen_run, run_frozen
 from measure import (
     Budget,
     HttpClient,
@@ -85,7 +84,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 API = "/api/v1"
 CHANGES = 10  # member suspensions made through the API before timing changes-since
-CODE_ENV = "XOS_BENCH_CODE"  # set in the re-run that measures a frozen copy of the code
 
 
 @dataclass
@@ -105,46 +103,6 @@ class Keys:
 
 
 # -- the code under test --------------------------------------------------------------
-def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def run_frozen(rev: str) -> int:
-    """Re-run this benchmark on ``vo_service`` exported from commit ``rev`` into a
-    temporary folder, so that edits to the working tree during the run change nothing."""
-    commit = git("rev-parse", f"{rev}^{{commit}}")
-    code = tempfile.mkdtemp(prefix="xos-bench-code-")
-    try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit,
-                                  "vo_service"], check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(code, filter="data")
-        env = {**os.environ, "PYTHONPATH": code, CODE_ENV: f"{commit} {code}"}
-        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
-                                  *sys.argv[1:]], env=env)
-        try:
-            return child.wait()
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait(timeout=60)
-    finally:
-        shutil.rmtree(code, ignore_errors=True)
-
-
-def code_under_test() -> tuple[str, dict[str, Any]]:
-    """The folder gunicorn imports ``vo_service`` from, and what it holds."""
-    if CODE_ENV in os.environ:
-        commit, code = os.environ[CODE_ENV].split(" ", 1)
-        if not vo_service.__file__ or not vo_service.__file__.startswith(code):
-            raise RuntimeError(f"vo_service came from {vo_service.__file__}, not {code}")
-        return code, {"commit": commit, "source": "git archive of the commit"}
-    dirty = bool(git("status", "--porcelain", "--", "vo_service"))
-    return str(ROOT), {"commit": git("rev-parse", "HEAD"),
-                       "source": "working tree" + (" with uncommitted changes" if dirty else "")}
-
-
 # -- the database -----------------------------------------------------------------------
 @contextmanager
 def database(backend: str, pg_url: str | None, workdir: str) -> Iterator[str]:
@@ -491,9 +449,9 @@ def main() -> None:
     args = parse_args()
     # SIGTERM unwinds like Ctrl-C, so gunicorn, the database and the temp folders go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.rev != "worktree" and CODE_ENV not in os.environ:
-        sys.exit(run_frozen(args.rev))
-    code, code_info = code_under_test()
+    if args.rev != "worktree" and not is_frozen_run():
+        sys.exit(run_frozen(args.rev, __file__))
+    code, code_info = code_under_test(vo_service)
     started = dt.datetime.now(dt.UTC)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = (f"core-{args.backend}{'-analyze' if args.sqlite_analyze else ''}-"

@@ -25,6 +25,14 @@ if [ ! -f "$XOS_INSTANCE_PATH/ca/root.pem" ]; then
 fi
 .venv/bin/xos-vo db upgrade 2>/dev/null
 key=$(.venv/bin/xos-vo demo)
+# The demo researchers' VO password, made once and kept (0600) beside the database.
+if [ ! -s "$XOS_INSTANCE_PATH/demo-password" ]; then
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$XOS_INSTANCE_PATH/demo-password")
+    for user in alice bob carol; do
+        .venv/bin/xos-vo user password "$user" --stdin < "$XOS_INSTANCE_PATH/demo-password" >/dev/null
+    done
+fi
+password=$(cat "$XOS_INSTANCE_PATH/demo-password")
 cat <<TXT
 
 XOS identity VO service (demo VO "demo", SQLite at $XOS_INSTANCE_PATH/xos.sqlite3)
@@ -33,6 +41,8 @@ XOS identity VO service (demo VO "demo", SQLite at $XOS_INSTANCE_PATH/xos.sqlite
   API key:   $key
   try:       curl -H "Authorization: Bearer $key" http://127.0.0.1:$port/api/v1/vos/demo
   CA:        $XOS_INSTANCE_PATH/ca (root: http://127.0.0.1:$port/ca/root.pem, OCSP: /ocsp)
+  login:     .venv/bin/xos-login login --url http://127.0.0.1:$port   (device flow; or --password)
+             researchers alice and bob (carol is still pending), password: $password
 Stop with Ctrl-C.
 TXT
 exec .venv/bin/gunicorn --bind "127.0.0.1:$port" --workers 1 --access-logfile - \
