@@ -80,6 +80,7 @@ from cryptography.x509.oid import NameOID
 from frozen import code_under_test, is_frozen_run, run_frozen
 from measure import (
     QUIET_WAIT,
+    RESULTS,
     WARMUP,
     HttpClient,
     Stats,
@@ -87,6 +88,7 @@ from measure import (
     cpu_counters,
     free_port,
     gunicorn,
+    save_results,
     wait_quiet,
 )
 
@@ -106,7 +108,6 @@ from vo_service.vos.services import VOService
 # The service refuses to start without a form-signing secret; any will do here.
 os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 OPENSSL = shutil.which("openssl", path="/usr/bin:/usr/local/bin") or "openssl"
 USER_LIFETIME = dt.timedelta(hours=12)
 VO = "bench"
@@ -978,10 +979,7 @@ def main() -> None:
         if log.exists() and not log.stat().st_size:
             log.unlink()  # gunicorn had nothing to say
     result["run_seconds"] = time.monotonic() - clock
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{name}.md").write_text(text)
-    print("\n" + text)
+    save_results(name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ import load
 import sqlalchemy as sa
 from frozen import code_under_test, is_frozen_run, run_frozen
 from measure import (
+    RESULTS,
     Budget,
     HttpClient,
     busy_since,
@@ -64,6 +65,7 @@ from measure import (
     gunicorn,
     http_latency,
     replay_latency,
+    save_results,
     slowest_statement,
     test_client_latency,
 )
@@ -81,7 +83,6 @@ from vo_service.users.services import UserService
 # The service refuses to start without a form-signing secret; any will do here.
 os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 API = "/api/v1"
 CHANGES = 10  # member suspensions made through the API before timing changes-since
 
@@ -462,10 +463,7 @@ def main() -> None:
               **benchmark(args, code, str(log))}
     if log.exists() and not log.stat().st_size:
         log.unlink()  # gunicorn had nothing to say
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{name}.md").write_text(text)
-    print("\n" + text)
+    save_results(name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_core import database
-from measure import Stats, busy_since, cpu_counters, gunicorn, wait_quiet
+from measure import RESULTS, Stats, busy_since, cpu_counters, gunicorn, save_results, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 PASSWORD = "benchmark password 0123"
 KEYCLOAK_REFRESH_PER_VCPU = 120  # Keycloak sizing guide (reported)
 KEYCLOAK_LOGINS_PER_VCPU = 15  # Keycloak sizing guide (reported)
@@ -250,10 +249,7 @@ def report(args: argparse.Namespace, started: dt.datetime, name: str,
               "command": " ".join([".venv/bin/python", "bench/bench_sso.py", *sys.argv[1:]]),
               "machine": f"{cpu}, {os.cpu_count()} cores", "users": args.users,
               "backend": args.backend, "rows": rows}
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{name}.md").write_text(text)
-    print("\n" + text)
+    save_results(name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import json
 import os
 import platform
 import subprocess
@@ -53,13 +52,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from measure import QUIET_WAIT, Stats, busy_since, cpu_counters, wait_quiet
+from measure import QUIET_WAIT, RESULTS, Stats, busy_since, cpu_counters, save_results, wait_quiet
 
 import xos_tokens
 from xos_tokens import KeySet, SigningKey, sign_access_token, verify_access_token
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 ISSUER = "https://vo.example.org"
 AUDIENCE = "xos-node"
 SUBJECT = "urn:uuid:5c4b6f0e-59a3-4a55-9f3c-0f3f9d1f6b2a"
@@ -321,10 +319,7 @@ def main() -> None:
     result["run_seconds"] = time.monotonic() - clock
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"tokens-{started.strftime('%Y%m%dT%H%M%SZ')}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{name}.md").write_text(text)
-    print("\n" + text)
+    save_results(name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
 
+RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP = 3
 QUIET_BUSY = 0.15  # machine-wide busy fraction under which we call the machine quiet
 QUIET_WAIT = 180.0  # most seconds to wait for quiet before each measurement
@@ -312,3 +314,11 @@ def replay_latency(url: str, requests: Sequence[Captured], budget: Budget) -> St
             return timed_loop(call, budget)
     finally:
         engine.dispose()
+
+
+def save_results(name: str, result: dict[str, Any], text: str) -> None:
+    """Write a run's figures to bench/results/<name>.json and .md, and print them."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(text)
+    print("\n" + text)
