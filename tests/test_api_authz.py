@@ -204,6 +204,11 @@ CASES: list[Case] = [
     case("GET", "/nodes/<node>/changes", SA | {NODE}, path="/nodes/n1.example/changes?since=0"),
     case("GET", "/nodes/<node>/changes", SA, path="/nodes/n2.example/changes?since=0",
          label="another node"),
+    # -- enrolment
+    case("POST", "/nodes/<node>/enrolment-tokens", SA, path="/nodes/n1.example/enrolment-tokens",
+         body={}, writes=True),
+    case("POST", "/enroll", frozenset(ROLES), body={"token": "{enrolment_token}",
+                                                    "csr": NODE_CSR}, writes=True),
     # -- certificates
     case("POST", "/certificates/xos", frozenset({"member", "manager"}), body={"csr": CSR},
          other=NO_MEMBERSHIP, writes=True),
@@ -304,8 +309,12 @@ class World:
         cert, _ = CertificateService(ctx, authority(), current_app.config).issue_user(
             actor_of(p["alice"]), p["alice"], CSR)
         db.session.commit()
+        from vo_service.nodes.enrolment import EnrolmentService
+
+        enrolment_token, _ = EnrolmentService(ctx).issue(system, n1, 1)
+        db.session.commit()
         self.values = {"alice_key": self.key_id("member"), "node_key": node_key.key_id,
-                       "alice_serial": cert.serial}
+                       "alice_serial": cert.serial, "enrolment_token": enrolment_token}
 
     def key_id(self, role: str) -> str:
         key = self.keys[role]
@@ -343,8 +352,11 @@ def check_problem(response: Any, status: int) -> dict[str, Any]:
 
 def send(client: Any, c: Case, key: str | None, values: dict[str, str]) -> Any:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = c.body if c.body is None else {  # "{name}" values come from the world
+        k: values[v[1:-1]] if isinstance(v, str) and v[:1] == "{" and v[-1:] == "}" else v
+        for k, v in c.body.items()}
     return client.open("/api/v1" + c.path.format(**values), method=c.method,
-                       headers=headers, json=c.body)
+                       headers=headers, json=body)
 
 
 # -- the matrix ---------------------------------------------------------------------
@@ -589,7 +601,7 @@ def test_bad_credentials_get_401_on_every_operation(app, client, world, op) -> N
 
 def test_public_operations_need_no_key(app, client, world) -> None:
     public = [op for op in OPERATIONS if op.public]
-    assert [op.rule for op in public] == ["/openapi.json"]
+    assert sorted(op.rule for op in public) == ["/enroll", "/openapi.json"]
     for headers in ({}, {"Authorization": "Bearer garbage"}):
         response = client.get("/api/v1/openapi.json", headers=headers)
         assert response.status_code == 200

@@ -310,6 +310,19 @@ def node_api_key(name: str) -> None:
         actor, node=NodeService(ctx).get(name), description="issued by xos-vo")[1]))
 
 
+@node_cli.command("enrolment-token", help="A one-time token for 'xos-node enroll' (printed"
+                  " once).")
+@click.argument("name")
+@click.option("--hours", type=int, help="Lifetime (default ENROLMENT_TOKEN_HOURS).")
+@with_appcontext
+def node_enrolment_token(name: str, hours: int | None) -> None:
+    from .nodes.enrolment import EnrolmentService
+
+    token, _ = run(lambda ctx, actor: EnrolmentService(ctx).issue(
+        actor, NodeService(ctx).get(name), hours or current_app.config["ENROLMENT_TOKEN_HOURS"]))
+    click.echo(token)
+
+
 # -- audit ----------------------------------------------------------------------------
 @click.group("audit", help="The hash-chained audit log.")
 def audit_cli() -> None: ...

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "CERT_USER_MAX_HOURS": 168,
     "CERT_NODE_DAYS": 30,
     "CRL_VALIDITY_HOURS": 24,
+    "ENROLMENT_TOKEN_HOURS": 24,
     # Single sign-on. SECRET_KEY signs form CSRF tokens; it is required and must be the
     # same in every replica (never generated at start).
     "SECRET_KEY": None,
@@ -96,7 +97,8 @@ def validate(config: Mapping[str, Any]) -> None:
     for name, most in (("ACCESS_TOKEN_MINUTES", 24 * 60), ("REFRESH_TOKEN_HOURS", 24 * 366),
                        ("REFRESH_FAMILY_DAYS", 3660), ("TOKEN_KEY_ROTATE_DAYS", 3660),
                        ("TOKEN_KEY_PUBLISH_MINUTES", 7 * 24 * 60),
-                       ("DEVICE_CODE_MINUTES", 60), ("DEVICE_POLL_SECONDS", 60)):
+                       ("DEVICE_CODE_MINUTES", 60), ("DEVICE_POLL_SECONDS", 60),
+                       ("ENROLMENT_TOKEN_HOURS", 24 * 30)):
         _check_positive(config, name, most)
     hops = config["TRUSTED_PROXIES"]
     if not isinstance(hops, int) or isinstance(hops, bool) or not 0 <= hops <= 5:

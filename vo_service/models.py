@@ -4,7 +4,7 @@ from .apikeys.models import ApiKey
 from .audit.models import AuditEvent, AuditHead
 from .auth.models import LdapLink, LoginThrottle, PasswordCredential
 from .memberships.models import GroupMembership, Membership, RoleAssignment
-from .nodes.models import Node, NodeVO
+from .nodes.models import EnrolmentToken, Node, NodeVO
 from .oauth.models import (
     DeviceAuthorization,
     OAuthClient,
@@ -24,5 +24,5 @@ __all__ = [
     "PublishedCRL", "Role",
     "RoleAssignment", "UnixName", "User", "VOAdmin", "PasswordCredential", "LdapLink",
     "LoginThrottle", "DeviceAuthorization", "OAuthClient", "RefreshToken",
-    "RevokedAccessToken", "TokenSigningKey",
+    "RevokedAccessToken", "TokenSigningKey", "EnrolmentToken",
 ]

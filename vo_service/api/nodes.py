@@ -2,12 +2,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from flask import current_app
+
 from ..apikeys.services import ApiKeyService
+from ..authz import Actor
+from ..nodes.enrolment import EnrolmentService
 from ..nodes.services import NodeService
+from ..oauth.server import tokens
+from ..pki.authority import authority
+from ..pki.services import CertificateService
 from ..sync.services import SyncService
+from ..timeutil import iso
 from ..vos.services import VOService
 from .registry import Call, operation
-from .schemas import ApiKeyCreate, ChangesQuery, NodeCreate, NodeQuery, NodeVOs
+from .schemas import (
+    ApiKeyCreate,
+    ChangesQuery,
+    Enrolment,
+    EnrolmentTokenCreate,
+    NodeCreate,
+    NodeQuery,
+    NodeVOs,
+)
 
 TAG = "nodes"
 
@@ -62,3 +79,40 @@ def snapshot(call: Call, node: str) -> dict[str, Any]:
 def changes(call: Call, node: str) -> dict[str, Any]:
     return SyncService(call.ctx).changes(call.actor, NodeService(call.ctx).get(node),
                                          call.query.since)
+
+
+@operation("POST", "/nodes/<node>/enrolment-tokens", summary="Make a one-time enrolment token"
+           " for a node (service admin; shown once)", tag=TAG, body=EnrolmentTokenCreate,
+           status=201)
+def issue_enrolment_token(call: Call, body: EnrolmentTokenCreate, node: str) -> dict[str, Any]:
+    token, expires = EnrolmentService(call.ctx).issue(
+        call.actor, NodeService(call.ctx).get(node),
+        body.hours or current_app.config["ENROLMENT_TOKEN_HOURS"])
+    return {"token": token, "expires_at": iso(expires)}
+
+
+@operation("POST", "/enroll", summary="A node enrols with its one-time token: its API key,"
+           " certificate, CA chain, SSH CA keys, JWKS and SSH host certificate", tag=TAG,
+           body=Enrolment, public=True)
+def enroll(call: Call, body: Enrolment) -> dict[str, Any]:
+    enrolled = EnrolmentService(call.ctx).redeem(body.token)
+    actor = Actor(label=f"node:{enrolled.node.name}", node_id=enrolled.node.id)
+    loaded = authority()
+    certificates = CertificateService(call.ctx, loaded, current_app.config)
+    row, cert = certificates.issue_node(actor, enrolled.node, body.csr)
+    answer: dict[str, Any] = {
+        "node": enrolled.node.name,
+        "api_key": enrolled.api_key,
+        "certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+        "certificate_serial": row.serial,
+        "chain": "".join(c.public_bytes(serialization.Encoding.PEM).decode()
+                         for c in loaded.issuing.chain),
+        "ssh_ca_keys": loaded.ssh_public_lines(),
+        "jwks": tokens().keys.jwks(),
+        "issuer": current_app.config["PUBLIC_URL"].rstrip("/"),
+        "vos": [vo.name for vo in NodeService(call.ctx).vos_of(enrolled.node)],
+    }
+    if body.ssh_host_key:
+        answer["ssh_host_certificate"] = certificates.issue_ssh_host(
+            actor, enrolled.node, body.ssh_host_key)[1]
+    return answer

@@ -187,3 +187,13 @@ class CertificateQuery(Query):
 
 class PasswordChange(Body):
     password: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class EnrolmentTokenCreate(Body):
+    hours: Annotated[StrictInt, Field(ge=1, le=24 * 30)] | None = None
+
+
+class Enrolment(Body):
+    token: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    csr: PEMText
+    ssh_host_key: SSHKeyText | None = None

@@ -29,3 +29,16 @@ class NodeVO(db.Model):  # type: ignore[name-defined,misc]
 
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
     vo_id: Mapped[int] = mapped_column(ForeignKey("vos.id"), primary_key=True, index=True)
+
+
+class EnrolmentToken(db.Model):  # type: ignore[name-defined,misc]
+    """A one-time token with which a new node enrols itself (stored as its SHA-256)."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
