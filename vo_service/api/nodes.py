@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -7,6 +8,7 @@ from flask import current_app
 
 from ..apikeys.services import ApiKeyService
 from ..authz import Actor
+from ..db import db
 from ..nodes.enrolment import EnrolmentService
 from ..nodes.services import NodeService
 from ..oauth.server import tokens
@@ -27,6 +29,7 @@ from .schemas import (
 )
 
 TAG = "nodes"
+LONG_POLL_STEP = 0.25  # seconds between looks while a node long-polls
 
 
 @operation("POST", "/nodes", summary="Register a node (service admin)", tag=TAG,
@@ -77,8 +80,21 @@ def snapshot(call: Call, node: str) -> dict[str, Any]:
 @operation("GET", "/nodes/<node>/changes", summary="What changed in the node's account view"
            " since a revision", tag="sync", query=ChangesQuery)
 def changes(call: Call, node: str) -> dict[str, Any]:
-    return SyncService(call.ctx).changes(call.actor, NodeService(call.ctx).get(node),
-                                         call.query.since)
+    """With ``wait``, the answer waits until something of the node's VOs changed (or the
+    time is up): a revocation reaches a long-polling node within a second. Each look ends
+    its read transaction, so the next one sees what committed meanwhile; run the service
+    with threaded workers (gunicorn --threads) when many nodes long-poll."""
+    deadline = time.monotonic() + call.query.wait
+    sync = SyncService(call.ctx)
+    while True:
+        answer = sync.changes(call.actor, NodeService(call.ctx).get(node), call.query.since)
+        if answer.get("resync_required") or answer["revision"] > call.query.since and (
+                answer["users"] or answer["groups"] or answer["removed_groups"]
+                or answer["members_added"] or answer["members_removed"]) \
+                or time.monotonic() >= deadline:
+            return answer
+        db.session.commit()
+        time.sleep(LONG_POLL_STEP)
 
 
 @operation("POST", "/nodes/<node>/enrolment-tokens", summary="Make a one-time enrolment token"

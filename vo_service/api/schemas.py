@@ -131,6 +131,9 @@ class NodeQuery(PageQuery):
 
 class ChangesQuery(Query):
     since: Annotated[int, Field(ge=0, le=2**62)]
+    wait: Annotated[int, Field(ge=0, le=60)] = Field(
+        default=0, description="long-poll: hold the answer up to this many seconds until"
+                               " something changed")
 
 
 class AuditQuery(Query):
