@@ -15,6 +15,7 @@ command -v ssh >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)   # tests run their own sshd in a namespace
 [ -x /usr/sbin/slapd ] || missing+=(slapd)           # tests run a throwaway slapd
 command -v ldapsearch >/dev/null || missing+=(ldap-utils)
+command -v pamtester >/dev/null || missing+=(pamtester)   # node PAM tests
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
 if ((${#missing[@]})); then
