@@ -1,0 +1,81 @@
+"""``xos-run``: start a job as the VO user a token names, with exactly that user's VO
+groups, after checking the token and the node's policy.
+
+Run by root (or a setuid-root launcher). The token must be valid for this node's
+audience and name a user of the snapshot who is not locked; the user's groups are the
+private group plus every VO group listing them, nothing inherited from the caller. The
+node's policy names the VOs whose members may run jobs here (default: every VO the node
+serves). The job gets a clean environment and starts in the user's home directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import xos_tokens
+
+JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class RunRefused(Exception):
+    """The job may not start: the message says why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    vos: tuple[str, ...]
+
+
+def identity(snapshot: Mapping[str, Any], name: str) -> Identity:
+    """The user ``name`` as the snapshot knows them; RunRefused for unknown or locked."""
+    user = next((u for u in snapshot.get("users", []) if u.get("name") == name), None)
+    if user is None:
+        raise RunRefused(f"{name!r} is not a user of this node's VOs")
+    if user.get("locked"):
+        raise RunRefused(f"{name!r} has no active membership on this node")
+    mine = [g for g in snapshot.get("groups", []) if name in g.get("members", ())]
+    return Identity(name, int(user["uid"]), int(user["gid"]),
+                    tuple(sorted(int(g["gid"]) for g in mine)),
+                    tuple(sorted({str(g["vo"]) for g in mine})))
+
+
+def check(token: str, snapshot: Mapping[str, Any], keys: xos_tokens.KeySet, *, node: str,
+          issuer: str, allowed_vos: Sequence[str] | None = None) -> Identity:
+    """The identity a job runs as, or RunRefused saying why not."""
+    try:
+        claims = xos_tokens.verify_access_token(token, keys=keys, issuer=issuer, audience=node)
+    except xos_tokens.InvalidToken as error:
+        raise RunRefused(f"the token is not valid here: {error}") from None
+    if not claims.preferred_username:
+        raise RunRefused("the token names no user")
+    who = identity(snapshot, claims.preferred_username)
+    if claims.subject != next(u["id"] for u in snapshot["users"] if u["name"] == who.name):
+        raise RunRefused("the token's subject is not this node's user of that name")
+    allowed = set(allowed_vos) if allowed_vos is not None else set(snapshot.get("vos", []))
+    if not allowed & set(who.vos):
+        raise RunRefused(f"{who.name!r} is in no VO allowed to run jobs on this node")
+    return who
+
+
+def run(who: Identity, command: Sequence[str], *, home: str | None = None,
+        extra_env: Mapping[str, str] | None = None) -> int:
+    """Start ``command`` as ``who`` (uid, gid and exactly their groups); return its exit
+    status. The environment is rebuilt, not inherited."""
+    if not command:
+        raise RunRefused("no command given")
+    home = home or f"/home/{who.name}"
+    env = {"PATH": JOB_PATH, "HOME": home, "USER": who.name, "LOGNAME": who.name,
+           "XOS_VOS": ",".join(who.vos), **(extra_env or {})}
+    cwd = home if os.path.isdir(home) else "/"
+    completed = subprocess.run(list(command), user=who.uid, group=who.gid,  # noqa: S603
+                               extra_groups=list(who.groups) or [who.gid], env=env, cwd=cwd,
+                               check=False)
+    return completed.returncode
