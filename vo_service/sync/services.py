@@ -122,7 +122,8 @@ class SyncService:
                     "resync_required": True}
         touched = self.session.execute(
             select(AccountChange.kind, AccountChange.user_id, AccountChange.group_id)
-            .where(AccountChange.vo_id.in_(list(vos)), AccountChange.revision > since)
+            .where(AccountChange.vo_id.in_(list(vos)), AccountChange.revision > since,
+                   AccountChange.revision <= revision)
             .distinct()).all()
         user_ids = {u for kind, u, _ in touched if kind == "user" and u is not None}
         group_ids = {g for kind, _, g in touched if kind == "group" and g is not None}

@@ -1,0 +1,151 @@
+"""``xos-node``: the node agent's command line (``sync``, ``show``).
+
+Every failure is one line on stderr and an ``os.EX_*`` exit code; the group's ``invoke``
+is the one place where errors become that line, so no command ends in a traceback.
+The API key is read from a file (never from the command line, where ``ps`` shows it to
+every user), and that file must not be readable by others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .client import MAX_WAIT, NodeClient, check_api_key
+from .errors import NodeError, UsageError
+from .store import SnapshotStore
+from .sync import FAILED, INTERVAL, MAX_BACKOFF, REFUSED, WAIT, SyncLoop
+
+MAX_KEY_FILE = 4096
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
+    click.echo(f"xos-node: {message}", err=True)
+    ctx.exit(code)
+
+
+class NodeGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NodeError as error:
+            _fail(ctx, error.message, error.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            _fail(ctx, f"{where}{error.strerror or error}", os.EX_IOERR)
+
+
+def read_key_file(path: str) -> str:
+    """The node API key from ``path``; refused when others may read the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise UsageError(f"cannot read the key file {path}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        if mode & 0o077:
+            raise UsageError(f"the key file {path} is open to others (mode {mode:o});"
+                             f" chmod 600 {path}")
+        data = handle.read(MAX_KEY_FILE + 1)
+    try:
+        return check_api_key(data.decode("ascii"))
+    except UnicodeDecodeError:
+        raise UsageError(f"the key file {path} does not hold an XOS API key") from None
+
+
+@click.group("xos-node", cls=NodeGroup)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """The XOS node agent: syncs the node's VO accounts from the VO service."""
+    if not logging.getLogger().handlers:  # a host program (or pytest) keeps its own set-up
+        logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                            level=logging.DEBUG if verbose > 1 else logging.INFO
+                            if verbose else logging.WARNING)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (the loop ends after the current step)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@main.command()
+@click.option("--url", required=True, help="The VO service, https://host[:port].")
+@click.option("--node", required=True, help="This node's registered name.")
+@click.option("--key-file", required=True, type=click.Path(dir_okay=False),
+              help="File holding the node's API key (mode 0600).")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="Where the snapshot is kept (created 0700).")
+@click.option("--ca-file", type=click.Path(dir_okay=False),
+              help="The VO's CA bundle to verify the service's TLS certificate.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=INTERVAL,
+              show_default=True, help="Shortest time between two polls, in seconds.")
+@click.option("--wait", type=click.IntRange(0, MAX_WAIT), default=WAIT, show_default=True,
+              help="Long-poll: how long the service may hold an answer (0: plain polls).")
+@click.option("--max-backoff", type=click.FloatRange(min=0.5), default=MAX_BACKOFF,
+              show_default=True, help="Longest wait after failures, in seconds.")
+@click.option("--once", is_flag=True, help="Sync once and exit (non-zero on failure).")
+def sync(url: str, node: str, key_file: str, state_dir: str, ca_file: str | None,
+         interval: float, wait: int, max_backoff: float, once: bool) -> None:
+    """Sync the node's accounts into STATE_DIR, and keep them current."""
+    client = NodeClient(url, node, read_key_file(key_file), ca_file=ca_file)
+    loop = SyncLoop(client, SnapshotStore(state_dir), lambda snapshot: None,
+                    interval=interval, max_backoff=max(interval, max_backoff),
+                    wait=0 if once else wait)
+    if not once:
+        stop = threading.Event()
+        with _stopped_by_signals(stop):
+            loop.run(stop)
+        return
+    result = loop.step()
+    if result.outcome in (FAILED, REFUSED):
+        served = f"still serving revision {result.revision}" if result.revision is not None \
+            else "no snapshot yet"
+        click.echo(f"xos-node: {result.error} ({served})", err=True)
+        raise click.exceptions.Exit(os.EX_UNAVAILABLE if result.outcome == FAILED
+                                    else os.EX_DATAERR)
+    click.echo(f"{result.outcome}: node {node} at revision {result.revision}")
+    if not result.saved:
+        raise click.exceptions.Exit(os.EX_IOERR)
+
+
+@main.command()
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="The agent's state directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def show(state_dir: str, as_json: bool) -> None:
+    """Show the stored snapshot: node, revision, VOs and counts."""
+    snapshot = SnapshotStore(Path(state_dir)).load()
+    if snapshot is None:
+        _fail(click.get_current_context(), f"no snapshot in {state_dir} yet (run xos-node"
+              " sync)", os.EX_NOINPUT)
+    summary = snapshot.summary()
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    click.echo(f"node:     {summary['node']}\n"
+               f"revision: {summary['revision']}\n"
+               f"vos:      {' '.join(summary['vos']) or '-'}\n"
+               f"users:    {summary['users']} ({summary['locked_users']} locked)\n"
+               f"groups:   {summary['groups']}")

@@ -1,0 +1,208 @@
+"""The snapshot on disk: what the node serves after a restart while the service is down.
+
+NSS and PAM answer from this file's content, so it is written the way nsscache commits
+its maps: a temporary file in the same directory (created 0600 with O_EXCL, so nobody
+can plant or read it), fsync, rename over the old file, fsync the directory. A reader
+sees the old snapshot or the new one, never half of one, even after a crash or a power
+cut. Writers take an flock, so two agents on one state directory cannot interleave, and
+temporary files left by a crash are removed by the next writer.
+
+The file carries a SHA-256 of its canonical snapshot: a truncated or altered file is
+refused whole (``CorruptSnapshot``) and reported, never half-applied. Then the snapshot
+is validated like an answer from the network, since the file could have been edited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptSnapshot, StoreError, SyncRefused
+from .model import DEFAULT_LIMITS, Limits, Snapshot
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "snapshot.json"
+LOCK_NAME = ".snapshot.lock"
+CORRUPT_SUFFIX = ".corrupt"
+FORMAT = "xos-node-snapshot"
+VERSION = 1
+#: far above DESIGN.md's largest node (a million users is some 200 MB of JSON)
+MAX_FILE = 2 * 1024**3
+
+
+def canonical(snapshot: dict[str, Any]) -> bytes:
+    """The one byte form of a snapshot that the checksum covers (sorted keys, ASCII)."""
+    return json.dumps(snapshot, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True).encode()
+
+
+class SnapshotStore:
+    """``snapshot.json`` in ``directory`` (created 0700 on the first save)."""
+
+    def __init__(self, directory: str | os.PathLike[str],
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / FILE_NAME
+        self.limits = limits
+
+    # -- reading -----------------------------------------------------------------------
+    def load(self) -> Snapshot | None:
+        """The stored snapshot, None when there is none yet.
+
+        Raises ``CorruptSnapshot`` (and logs why) for a file that is truncated, altered or
+        invalid, and ``StoreError`` when the directory is unsafe or unreadable."""
+        if not self.directory.exists():
+            return None
+        self._check_directory()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(f"cannot read {self.path}: {error.strerror or error}") from None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_FILE + 1)
+        try:
+            return self._decode(data)
+        except CorruptSnapshot as error:
+            log.error("refusing the stored snapshot %s: %s", self.path, error.message)
+            raise
+
+    def _decode(self, data: bytes) -> Snapshot:
+        if len(data) > MAX_FILE:
+            raise CorruptSnapshot(f"{self.path} is larger than {MAX_FILE} bytes")
+        try:
+            document = json.loads(data)
+        except (ValueError, RecursionError):
+            raise CorruptSnapshot(f"{self.path} is not complete JSON (truncated or"
+                                  " damaged)") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise CorruptSnapshot(f"{self.path} is not an xos-node snapshot file")
+        if document.get("version") != VERSION:
+            raise CorruptSnapshot(f"{self.path} has format version"
+                                  f" {document.get('version')!r}, this agent reads {VERSION}")
+        body = document.get("snapshot")
+        digest = hashlib.sha256(canonical(body)).hexdigest() if isinstance(body, dict) else ""
+        if not isinstance(document.get("sha256"), str) or document["sha256"] != digest:
+            raise CorruptSnapshot(f"{self.path} does not match its checksum (altered or"
+                                  " damaged)")
+        try:
+            return Snapshot.from_json(body, limits=self.limits)
+        except SyncRefused as error:
+            raise CorruptSnapshot(f"{self.path} holds an invalid snapshot: {error.reason}"
+                                  ) from None
+
+    # -- writing -----------------------------------------------------------------------
+    def save(self, snapshot: Snapshot) -> None:
+        """Replace the stored snapshot by ``snapshot`` atomically and durably."""
+        body = canonical(snapshot.to_json())
+        digest = hashlib.sha256(body).hexdigest()
+        data = (b'{"format":"' + FORMAT.encode() + b'","version":' + str(VERSION).encode()
+                + b',"sha256":"' + digest.encode() + b'","snapshot":' + body + b"}\n")
+        self._prepare_directory()
+        with self._locked():
+            self._remove_leftovers()
+            self._replace(data)
+
+    def quarantine(self) -> Path | None:
+        """Move a refused snapshot file aside (``snapshot.json.corrupt``) for the operator
+        to inspect; the next save writes a good one. Returns the new path, if any."""
+        target = self.path.with_name(FILE_NAME + CORRUPT_SUFFIX)
+        try:
+            os.replace(self.path, target)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(f"cannot move {self.path} aside: {error.strerror}") from None
+        return target
+
+    def _replace(self, data: bytes) -> None:
+        temporary = self.directory / f".{FILE_NAME}.{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise StoreError(f"cannot create a file in {self.directory}:"
+                             f" {error.strerror or error}") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException as error:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            if isinstance(error, OSError):
+                raise StoreError(f"cannot write {self.path}: {error.strerror or error}"
+                                 ) from None
+            raise
+        self._fsync_directory()
+
+    def _fsync_directory(self) -> None:
+        """Without this, a crash after the rename may bring back the old file."""
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            raise StoreError(f"cannot sync {self.directory}: {error.strerror}") from None
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.directory / LOCK_NAME,
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of a writer that crashed. Called under the lock: every writer
+        renames or removes its temporary file before it lets go, so what is left is stale."""
+        for entry in self.directory.glob(f".{FILE_NAME}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                log.info("removed %s, left by an interrupted write", entry)
+
+    # -- the directory -----------------------------------------------------------------
+    def _prepare_directory(self) -> None:
+        """Create the directory 0700, or tighten one of ours that others could enter."""
+        try:
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create {self.directory}: {error.strerror or error}"
+                             ) from None
+        info = self._check_directory(tighten=True)
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(self.directory, 0o700)
+
+    def _check_directory(self, tighten: bool = False) -> os.stat_result:
+        """A real directory of ours that nobody else may write (or, with ``tighten``, that
+        we are about to make 0700)."""
+        try:
+            info = os.lstat(self.directory)
+        except OSError as error:
+            raise StoreError(f"cannot use {self.directory}: {error.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise StoreError(f"{self.directory} is not a directory (a symlink is refused)")
+        if info.st_uid != os.geteuid():
+            raise StoreError(f"{self.directory} belongs to uid {info.st_uid}, not to this"
+                             " agent")
+        if not tighten and stat.S_IMODE(info.st_mode) & 0o022:
+            raise StoreError(f"{self.directory} is writable by others (mode"
+                             f" {stat.S_IMODE(info.st_mode):o}); chmod 700 it")
+        return info
