@@ -49,6 +49,12 @@ class NodeGroup(click.Group):
 
 def read_key_file(path: str) -> str:
     """The node API key from ``path``; refused when others may read the file."""
+    return check_api_key(read_secret_file(path, "an XOS API key"))
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """A secret from ``path`` (trailing whitespace dropped); refused when others may read
+    the file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
@@ -60,9 +66,9 @@ def read_key_file(path: str) -> str:
                              f" chmod 600 {path}")
         data = handle.read(MAX_KEY_FILE + 1)
     try:
-        return check_api_key(data.decode("ascii"))
+        return data.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise UsageError(f"the key file {path} does not hold an XOS API key") from None
+        raise UsageError(f"the key file {path} does not hold {what}") from None
 
 
 @click.group("xos-node", cls=NodeGroup)
@@ -149,3 +155,44 @@ def show(state_dir: str, as_json: bool) -> None:
                f"vos:      {' '.join(summary['vos']) or '-'}\n"
                f"users:    {summary['users']} ({summary['locked_users']} locked)\n"
                f"groups:   {summary['groups']}")
+
+
+@main.command()
+@click.option("--url", required=True, help="The VO service, https://host[:port].")
+@click.option("--token-file", required=True, type=click.Path(dir_okay=False),
+              help="File holding the one-time enrolment token (xos-vo node enrolment-token).")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False),
+              help="Where the node keeps its keys, certificates and accounts.")
+@click.option("--ca-file", type=click.Path(dir_okay=False),
+              help="The VO service's TLS CA, when it is not in the system trust store.")
+@click.option("--ssh-host-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="An SSH host public key to certify (e.g. /etc/ssh/ssh_host_ed25519_key.pub).")
+def enroll(url: str, token_file: str, state_dir: str, ca_file: str | None,
+           ssh_host_key: Path | None) -> None:
+    """Join the VO service once with a one-time token; writes the node's credentials."""
+    from .enrol import enrol
+
+    done = enrol(url, read_secret_file(token_file, "an enrolment token"), Path(state_dir),
+                 ca_file=ca_file,
+                 ssh_host_key=ssh_host_key)
+    click.echo(f"enrolled {done.node} (VOs: {', '.join(done.vos) or '-'}); credentials in"
+               f" {done.state_dir}. Next: xos-node sync --url {url} --node {done.node}"
+               f" --key-file {done.state_dir / 'api-key'} --state-dir {done.state_dir}")
+
+
+@main.command("storage")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False))
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+def storage_command(state_dir: str, root: Path) -> None:
+    """Lay out shared storage under ROOT: one setgid directory per VO group."""
+    from .storage import StorageError, lay_out
+
+    snapshot = SnapshotStore(Path(state_dir)).load()
+    if snapshot is None:
+        raise UsageError(f"no snapshot in {state_dir} yet (run xos-node sync)")
+    try:
+        made = lay_out(root, snapshot.to_json()["groups"])
+    except StorageError as error:
+        raise UsageError(str(error)) from None
+    click.echo(f"{len(made)} group directories under {root}"
+               f" ({sum(d.created for d in made)} new)")

@@ -1,0 +1,112 @@
+"""``xos-node enroll``: join the VO service with a one-time token.
+
+The node makes its TLS key here (it never leaves the node), sends a CSR and, if given,
+its SSH host public key, and writes what the service answers into the state directory:
+
+    api-key            the node's API key for syncing (0600)
+    tls.key tls.pem    the node's key (0600) and certificate
+    chain.pem          the VO CA chain: the TLS trust for talking to the service
+    ssh_user_ca.pub    the SSH CA keys sshd trusts for users (TrustedUserCAKeys)
+    jwks.json          the keys access tokens are signed with
+    node.json          {"node", "issuer", "url"}: who this node is, whose tokens count
+    ssh_host_cert.pub  the SSH host certificate, when a host key was given
+
+Files are written atomically (``ca.store``); a refused token changes nothing here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ca.store import write_private, write_public
+
+from .client import _NoRedirect, is_loopback, normalize_url, parse_json
+from .errors import BadAnswer, Refused, Unreachable, UsageError
+
+TIMEOUT = 30.0
+MAX_ANSWER = 1 << 20
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    node: str
+    vos: list[str]
+    state_dir: Path
+
+
+def _post(url: str, path: str, body: dict[str, Any], ca_file: str | None) -> Any:
+    import ssl
+
+    handlers: list[Any] = [_NoRedirect()]
+    if is_loopback(urllib.parse.urlsplit(url).hostname or ""):
+        handlers.append(urllib.request.ProxyHandler({}))
+    if url.startswith("https://"):
+        handlers.append(urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=ca_file)))
+    # normalize_url admitted http(s) only: no file: or custom scheme reaches urllib
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(),  # noqa: S310
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.build_opener(*handlers).open(request, timeout=TIMEOUT) as answer:
+            return parse_json(answer.read(MAX_ANSWER + 1)[:MAX_ANSWER])
+    except urllib.error.HTTPError as error:
+        detail = ""
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = str(parse_json(error.read(65536)).get("detail", ""))[:300]
+        raise Refused(f"the VO service refused the enrolment ({error.code}):"
+                            f" {detail or error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise Unreachable(f"cannot reach the VO service at {url}: "
+                            f"{getattr(error, 'reason', error)}") from None
+
+
+def enrol(url: str, token: str, state_dir: Path, *, ca_file: str | None = None,
+          ssh_host_key: Path | None = None) -> Enrolled:
+    url = normalize_url(url)
+    if not token.startswith("xet_") or len(token) > 128:
+        raise UsageError("that is not an enrolment token (xet_...)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "xos-node")])).sign(key, hashes.SHA256())
+    body: dict[str, Any] = {"token": token,
+                            "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
+    if ssh_host_key is not None:
+        body["ssh_host_key"] = ssh_host_key.read_text().strip()
+    answer = _post(url, "/api/v1/enroll", body, ca_file)
+    try:
+        node, api_key = str(answer["node"]), str(answer["api_key"])
+        certificate = x509.load_pem_x509_certificate(answer["certificate"].encode())
+        x509.load_pem_x509_certificates(answer["chain"].encode())
+        ssh_ca = [str(line) for line in answer["ssh_ca_keys"]]
+        jwks, issuer = dict(answer["jwks"]), str(answer["issuer"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadAnswer(f"the enrolment answer is not usable: {error}") from None
+    if certificate.public_key() != key.public_key():
+        raise BadAnswer("the certificate is not for the key made here")
+    state = Path(state_dir)
+    write_private(state / "tls.key", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    write_private(state / "api-key", (api_key + "\n").encode())
+    write_public(state / "tls.pem", certificate.public_bytes(serialization.Encoding.PEM))
+    write_public(state / "chain.pem", answer["chain"].encode())
+    write_public(state / "ssh_user_ca.pub", "".join(f"{line}\n" for line in ssh_ca).encode())
+    write_public(state / "jwks.json", json.dumps(jwks).encode())
+    write_public(state / "node.json", json.dumps({"node": node, "issuer": issuer,
+                                                  "url": url}).encode())
+    if answer.get("ssh_host_certificate"):
+        write_public(state / "ssh_host_cert.pub",
+                     (str(answer["ssh_host_certificate"]) + "\n").encode())
+    return Enrolled(node, [str(v) for v in answer.get("vos", [])], state)
