@@ -10,10 +10,14 @@ serves). The job gets a clean environment and starts in the user's home director
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import xos_tokens
@@ -79,3 +83,41 @@ def run(who: Identity, command: Sequence[str], *, home: str | None = None,
                                extra_groups=list(who.groups) or [who.gid], env=env, cwd=cwd,
                                check=False)
     return completed.returncode
+
+
+def _load(state: Path) -> tuple[dict[str, Any], xos_tokens.KeySet, dict[str, Any],
+                                list[str] | None]:
+    from .store import SnapshotStore
+
+    snapshot = SnapshotStore(state).load()
+    if snapshot is None:
+        raise RunRefused(f"no accounts in {state} yet (xos-node sync)")
+    node = json.loads((state / "node.json").read_text())
+    keys = xos_tokens.KeySet(json.loads((state / "jwks.json").read_text()))
+    policy_file = state / "policy.json"
+    allowed = json.loads(policy_file.read_text()).get("run_vos") if policy_file.exists() \
+        else None
+    return snapshot.to_json(), keys, node, allowed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``xos-run [--state-dir D] -- COMMAND...`` with the token in ``XOS_TOKEN`` (never on
+    the command line, where every user could read it)."""
+    parser = argparse.ArgumentParser(prog="xos-run", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/xos-node"))
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    token = os.environ.get("XOS_TOKEN", "")
+    try:
+        if os.geteuid() != 0:
+            raise RunRefused("xos-run must run as root (it switches to the job's user)")
+        if not token:
+            raise RunRefused("set XOS_TOKEN to an access token for this node")
+        snapshot, keys, node, allowed = _load(args.state_dir)
+        who = check(token, snapshot, keys, node=node["node"], issuer=node["issuer"],
+                    allowed_vos=allowed)
+        return run(who, command)
+    except (RunRefused, OSError, ValueError, xos_tokens.TokenError) as error:
+        print(f"xos-run: {error}", file=sys.stderr)
+        return os.EX_NOPERM

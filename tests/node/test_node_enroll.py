@@ -7,6 +7,8 @@ import json
 import os
 import stat
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from cryptography import x509
 from e2e.live import Live, live_service
 from flask import Flask
 
+from vo_service.auth.passwords import PasswordService
 from vo_service.authz import Actor
 from vo_service.context import ServiceContext
 from vo_service.db import db
@@ -25,6 +28,10 @@ from vo_service.nodes.services import NodeService
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
 from xos_node.cli import main
+from xos_node.run import main as xos_run
+from xos_node.store import SnapshotStore
+
+PASSWORD = "correct horse battery"
 
 
 def seed(app: Flask) -> None:
@@ -33,8 +40,9 @@ def seed(app: Flask) -> None:
         system = Actor.system("pytest")
         atlas = VOService(ctx).create(system, "atlas")
         VOService(ctx).create_group(system, atlas, "/atlas/analysis")
-        MembershipService(ctx).add(system, atlas, UserService(ctx).create(system, "alice",
-                                                                          "Alice"))
+        alice = UserService(ctx).create(system, "alice", "Alice")
+        MembershipService(ctx).add(system, atlas, alice)
+        PasswordService(ctx).set(system, alice, PASSWORD)
         node = NodeService(ctx).register(system, "wn1.grid.example", vos=["atlas"])
         app.config["TEST_TOKEN"] = EnrolmentService(ctx).issue(system, node, 1)[0]
         db.session.commit()
@@ -87,6 +95,23 @@ def test_enroll_then_sync_then_lay_out_storage(live: Live, tmp_path: Path) -> No
     assert laid.exit_code == 0, laid.output
     assert (shared / "atlas" / "analysis").is_dir()
     assert stat.S_IMODE((shared / "atlas").stat().st_mode) == 0o2770
+    # xos-run: a token for this node starts a job as alice with her VO groups
+    form = urllib.parse.urlencode({"grant_type": "password", "client_id": "xos-login",
+                                   "username": "alice", "password": PASSWORD,
+                                   "audience": "wn1.grid.example"}).encode()
+    with urllib.request.urlopen(f"{live.base}/oauth/token", form, timeout=10) as answer:  # noqa: S310
+        node_token = json.loads(answer.read())["access_token"]
+    view = SnapshotStore(state).load()
+    assert view is not None
+    alice = next(u for u in view.to_json()["users"] if u["name"] == "alice")
+    os.environ["XOS_TOKEN"] = node_token
+    try:
+        assert xos_run(["--state-dir", str(state), "--", "sh", "-c",
+                        f'test "$(id -u)" = {alice["uid"]}']) == 0
+        os.environ["XOS_TOKEN"] = node_token[:-4] + "AAAA"
+        assert xos_run(["--state-dir", str(state), "--", "true"]) == os.EX_NOPERM
+    finally:
+        del os.environ["XOS_TOKEN"]
 
 
 def test_a_wrong_token_changes_nothing(live: Live, tmp_path: Path) -> None:
