@@ -1,0 +1,243 @@
+"""The node's state as the PAM helpers see it: the ONLY module that reads the state directory.
+
+The node agent (``xos_node``) keeps three files in the state directory (``XOS_NODE_STATE``,
+default ``/var/lib/xos-node``): ``snapshot.json`` (the VO service's snapshot document),
+``jwks.json`` (the service's JWKS) and ``node.json`` (``{"node": ..., "issuer": ...}``, plus
+an optional ``"ca_file"``: a PEM bundle for the service's TLS). When the agent's layout
+changes, only this module changes.
+
+Why so strict: these files decide who logs in as whom, and the helpers run as root. A file
+that someone other than root could have written (not root-owned, group/world-writable, a
+symlink, not a regular file) is refused, as is the directory holding it, and so is any
+content that does not validate. Loading is all-or-nothing: a snapshot with one bad user is
+refused whole, because a half-read snapshot is a snapshot nobody wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeGuard
+
+from xos_tokens import InvalidKey, KeySet
+
+from .errors import StateError
+
+STATE_ENV = "XOS_NODE_STATE"
+DEFAULT_STATE_DIR = Path("/var/lib/xos-node")
+SNAPSHOT_FILE = "snapshot.json"
+JWKS_FILE = "jwks.json"
+NODE_FILE = "node.json"
+#: Only root may have written what PAM trusts; the helpers run as root.
+TRUSTED_OWNERS = frozenset({0})
+#: Size limits, so that a runaway file cannot make every login slow or exhaust memory.
+#: A node learns only the users of its VOs; 256 MiB is far beyond any real snapshot.
+MAX_BYTES = {SNAPSHOT_FILE: 256 * 1024 * 1024, JWKS_FILE: 1024 * 1024, NODE_FILE: 64 * 1024}
+USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # DESIGN's POSIX-safe name, fullmatch
+#: Numbers PAM will hand to chown or trust as an identity: never root, never the
+#: "nobody"/(uid_t)-1 family, never beyond 2^31 (signed 32-bit tools break there).
+_UNUSABLE_IDS = frozenset({0, 65534, 65535})
+_MAX_ID = 2**31 - 2
+
+
+class SnapshotUser(NamedTuple):
+    """One XOS account as the snapshot lists it (``locked``: suspended or gone from the
+    node's VOs; still resolvable by NSS so files keep an owner, never allowed in).
+    A named tuple: immutable, and cheap to make by the hundred thousand."""
+
+    id: str
+    name: str
+    uid: int
+    gid: int
+    display_name: str
+    locked: bool
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """Everything a PAM helper needs to decide: this node, whom to trust, who may log in."""
+
+    directory: Path
+    node: str
+    issuer: str
+    revision: int
+    users: Mapping[str, SnapshotUser]
+    keys: KeySet
+    ca_file: Path | None = None
+
+
+def state_directory(environ: Mapping[str, str], override: str | None = None) -> Path:
+    """The state directory: ``override`` (the helper's ``--state``), else ``XOS_NODE_STATE``
+    from the environment pam_exec passes (the PAM environment), else the default."""
+    chosen = override or environ.get(STATE_ENV) or str(DEFAULT_STATE_DIR)
+    path = Path(chosen)
+    if not path.is_absolute():
+        raise StateError(f"the state directory must be an absolute path, not {chosen!r}")
+    return path
+
+
+def load_state(directory: str | os.PathLike[str]) -> NodeState:
+    """Read and validate the state directory; StateError saying what is wrong otherwise.
+
+    The directory must be root-owned and not group/world-writable; each file must be a
+    regular root-owned file (not a symlink), not group/world-writable, within its size
+    limit. The snapshot must be for the node named in ``node.json``.
+    """
+    path = Path(directory)
+    with _open_directory(path) as dir_fd:
+        node_doc = _read_json(dir_fd, path, NODE_FILE)
+        jwks_doc = _read_json(dir_fd, path, JWKS_FILE)
+        snapshot = _read_json(dir_fd, path, SNAPSHOT_FILE)
+    node, issuer, ca_file = _node_info(node_doc)
+    try:
+        keys = KeySet(jwks_doc)
+    except InvalidKey as error:
+        raise StateError(f"{path / JWKS_FILE}: {error}") from None
+    if snapshot.get("node") != node:
+        raise StateError(f"{path / SNAPSHOT_FILE} is for node {_show(snapshot.get('node'))}, "
+                         f"but this node is {node!r}")
+    revision = snapshot.get("revision")
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise StateError(f"{path / SNAPSHOT_FILE}: 'revision' is not a revision number")
+    users = _users(snapshot.get("users"), path / SNAPSHOT_FILE)
+    return NodeState(directory=path, node=node, issuer=issuer, revision=revision,
+                     users=MappingProxyType(users), keys=keys, ca_file=ca_file)
+
+
+# -- reading files safely -------------------------------------------------------------
+def _unsafe(st: os.stat_result) -> str | None:
+    """Why a file or directory with this status cannot be trusted, or None."""
+    if st.st_uid not in TRUSTED_OWNERS:
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+@contextlib.contextmanager
+def _open_directory(path: Path) -> Iterator[int]:
+    """The directory opened once: the files are opened relative to this descriptor, so a
+    directory swapped after the check cannot hand us other files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StateError(f"the state directory {path} does not exist") from None
+    except OSError as error:
+        raise StateError(f"cannot open the state directory {path}: {error.strerror}") from None
+    try:
+        problem = _unsafe(os.fstat(fd))
+        if problem:
+            raise StateError(f"refusing the state directory {path}: {problem}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read_json(dir_fd: int, directory: Path, name: str) -> dict[str, Any]:
+    """One state file as a JSON object, checked on the opened descriptor (no race)."""
+    where = directory / name
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise StateError(f"{where} does not exist (is the node agent running?)") from None
+    except OSError as error:  # ELOOP: a symlink
+        raise StateError(f"cannot open {where}: {error.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StateError(f"refusing {where}: not a regular file")
+        problem = _unsafe(st)
+        if problem:
+            raise StateError(f"refusing {where}: {problem}")
+        limit = MAX_BYTES[name]
+        if st.st_size > limit:
+            raise StateError(f"refusing {where}: larger than {limit} bytes")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise StateError(f"refusing {where}: larger than {limit} bytes")
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise StateError(f"{where} is not valid JSON (truncated or corrupt)") from None
+    if not isinstance(document, dict):
+        raise StateError(f"{where} is not a JSON object")
+    return document
+
+
+# -- validating content ---------------------------------------------------------------
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _node_info(document: Mapping[str, Any]) -> tuple[str, str, Path | None]:
+    node, issuer, ca_file = document.get("node"), document.get("issuer"), \
+        document.get("ca_file")
+    if not isinstance(node, str) or not node or len(node) > 253 or not node.isprintable():
+        raise StateError(f"{NODE_FILE}: 'node' must be the node's name, not {_show(node)}")
+    if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")) or \
+            len(issuer) > 2048 or not issuer.isprintable() or " " in issuer:
+        raise StateError(f"{NODE_FILE}: 'issuer' must be the VO service's URL, "
+                         f"not {_show(issuer)}")
+    if ca_file is None:
+        return node, issuer, None
+    if not isinstance(ca_file, str) or not ca_file.startswith("/"):
+        raise StateError(f"{NODE_FILE}: 'ca_file' must be an absolute path")
+    return node, issuer, Path(ca_file)
+
+
+def _number(value: object) -> TypeGuard[int]:
+    return type(value) is int and 0 < value <= _MAX_ID and value not in _UNUSABLE_IDS
+
+
+def _users(entries: object, where: Path) -> dict[str, SnapshotUser]:
+    """The users by name, all valid, or StateError naming the first bad one.
+
+    One pass with one compact test per user (a node may list a hundred thousand users
+    and this runs at every login); only a user that fails it is examined again, by
+    :func:`_problem`, to say what is wrong.
+    """
+    if not isinstance(entries, list):
+        raise StateError(f"{where}: 'users' is not a list")
+    users: dict[str, SnapshotUser] = {}
+    match = USERNAME.fullmatch
+    for index, entry in enumerate(entries):
+        if not (type(entry) is dict and type(name := entry.get("name")) is str
+                and match(name) and name not in users
+                and type(user_id := entry.get("id")) is str and 0 < len(user_id) <= 64
+                and _number(uid := entry.get("uid")) and _number(gid := entry.get("gid"))
+                and type(locked := entry.get("locked")) is bool
+                and type(display := entry.get("display_name", "")) is str):
+            raise StateError(f"{where}: {_problem(index, entry, users)}")
+        users[name] = SnapshotUser(user_id, name, uid, gid, display, locked)
+    return users
+
+
+def _problem(index: int, entry: object, seen: Mapping[str, SnapshotUser]) -> str:
+    """What is wrong with a user entry that failed the compact test in :func:`_users`."""
+    if not isinstance(entry, dict):
+        return f"user {index} is not an object"
+    name = entry.get("name")
+    if not isinstance(name, str) or not USERNAME.fullmatch(name):
+        return f"user {index} has an unusable name {_show(name)}"
+    if name in seen:
+        return f"user {name!r} is listed twice"
+    user_id = entry.get("id")
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
+        return f"user {name!r} has no usable global id"
+    if not _number(entry.get("uid")) or not _number(entry.get("gid")):
+        return f"user {name!r} has an unusable uid or gid"
+    if not isinstance(entry.get("locked"), bool):
+        return f"user {name!r} has no true/false 'locked'"
+    return f"user {name!r} has a display name that is not text"
