@@ -1,6 +1,6 @@
 """Measure getpwnam latency through glibc + nss-systemd + the provider (not a test).
 
-Run as root: ``.venv/bin/python tests/nss/measure_nss_getpwnam.py [N_USERS ...]``.
+Run as root: ``.venv/bin/python bench/bench_nss.py [N_USERS ...]`` (default 1000 100000).
 
 For each population, a private node (NodeNamespace, as in test_nss_glibc.py) runs
 ``python -m nss_plugin`` on a snapshot of N users; inside the node, the system python3
@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS / "nss"), str(TESTS)]  # the node harness and its fixtures
 
 from nss_fixtures import big_snapshot, provider_node  # noqa: E402
 
