@@ -22,3 +22,9 @@ def iso(value: dt.datetime | dt.date | None) -> str | None:
             value = value.replace(tzinfo=dt.UTC)
         return value.isoformat().replace("+00:00", "Z")
     return value.isoformat()
+
+
+def aware(value: dt.datetime | None) -> dt.datetime:
+    """A stored timestamp as aware UTC: SQLite hands back naive datetimes (all are UTC)."""
+    assert value is not None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

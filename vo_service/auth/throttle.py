@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from ..errors import TooManyAttempts
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 from .models import LoginThrottle
 
 WINDOW = dt.timedelta(minutes=15)
 FIRST_BLOCK = dt.timedelta(minutes=1)
 LONGEST_BLOCK = dt.timedelta(minutes=15)
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -44,8 +41,8 @@ class Throttle:
         for limit in self.limits:
             row = self.session.get(LoginThrottle, limit.key)
             if row is not None and row.blocked_until is not None and \
-                    _aware(row.blocked_until) > now:
-                wait = int((_aware(row.blocked_until) - now).total_seconds()) + 1
+                    aware(row.blocked_until) > now:
+                wait = int((aware(row.blocked_until) - now).total_seconds()) + 1
                 raise TooManyAttempts(f"too many failed logins; try again in {wait} s",
                                       retry_after=wait)
 
@@ -56,7 +53,7 @@ class Throttle:
             if row is None:
                 row = LoginThrottle(key=limit.key, failures=0, window_start=now)
                 self.session.add(row)
-            elif now - _aware(row.window_start) > WINDOW:
+            elif now - aware(row.window_start) > WINDOW:
                 row.failures, row.window_start, row.blocked_until = 0, now, None
             row.failures += 1
             over = row.failures - limit.limit

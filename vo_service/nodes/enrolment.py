@@ -20,14 +20,11 @@ from ..authz import Actor
 from ..context import ServiceContext
 from ..errors import AuthenticationRequired
 from ..oauth.tokens import digest
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 from .models import EnrolmentToken, Node
 
 PREFIX = "xet_"
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class EnrolmentService:
         row = self.session.scalar(select(EnrolmentToken).where(
             EnrolmentToken.token_hash == digest(token)).with_for_update()) \
             if token.startswith(PREFIX) and len(token) <= 128 else None
-        if row is None or row.used_at is not None or _aware(row.expires_at) <= utcnow():
+        if row is None or row.used_at is not None or aware(row.expires_at) <= utcnow():
             raise AuthenticationRequired("the enrolment token is unknown, used or expired")
         node = self.session.get(Node, row.node_id)
         assert node is not None

@@ -26,7 +26,7 @@ from ..context import ServiceContext
 from ..errors import AuthenticationRequired, InvalidInput, PermissionDenied
 from ..memberships.services import Holdings, MembershipService
 from ..nodes.models import Node, NodeVO
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 from ..users.models import User
 from .keys import KeyRing
 from .models import OAuthClient, RefreshToken, RevokedAccessToken
@@ -39,9 +39,6 @@ def digest(secret: str) -> str:
     are long random strings, so a fast hash is enough and a stolen table is useless."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class RefreshReused(AuthenticationRequired):
@@ -121,7 +118,7 @@ class TokenService:
                      previous: RefreshToken | None) -> str:
         now = utcnow()
         secret = "xrt_" + secrets.token_urlsafe(32)
-        family_end = _aware(previous.family_expires_at) if previous else now + self.refresh_family
+        family_end = aware(previous.family_expires_at) if previous else now + self.refresh_family
         self.session.add(RefreshToken(
             token_hash=digest(secret), family=previous.family if previous else uuid.uuid4().hex,
             user_id=user.id, client_id=client.client_id, scope=scope, audience=audience,
@@ -146,7 +143,7 @@ class TokenService:
                                 " login is revoked; log in again")
         if row.revoked_at is not None:
             raise AuthenticationRequired("the refresh token was revoked; log in again")
-        if _aware(row.expires_at) <= now:
+        if aware(row.expires_at) <= now:
             raise AuthenticationRequired("the refresh token has expired; log in again")
         row.used_at = now
         self.session.flush()

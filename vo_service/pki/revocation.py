@@ -31,17 +31,12 @@ from ..errors import NotFound
 from ..memberships.models import Membership
 from ..numbering import advance_counter
 from ..sync.models import Counter
-from ..timeutil import iso, utcnow
+from ..timeutil import aware, iso, utcnow
 from .models import CertificateVO, IssuedCertificate, PublishedCRL
 
 X509_KINDS = ("x509-user", "x509-node")
 REASONS = {r.value: r for r in x509.ReasonFlags}
 
-
-def _aware(value: dt.datetime | None) -> dt.datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    assert value is not None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def certificate_record(cert: IssuedCertificate) -> dict[str, object]:
@@ -122,7 +117,7 @@ class Revoker:
             return None
         if cert.revoked_at is None:
             return ca.CertStatus()
-        return ca.CertStatus(revoked_at=_aware(cert.revoked_at),
+        return ca.CertStatus(revoked_at=aware(cert.revoked_at),
                              reason=REASONS.get(cert.revocation_reason or "unspecified"))
 
 
@@ -147,9 +142,9 @@ class CRLPublisher:
         row = self.session.get(PublishedCRL, generation, with_for_update=True)
         now = utcnow()
         if row is not None and row.revocations_seen == seen and \
-                now < _aware(row.this_update) + (self.validity / 2):
+                now < aware(row.this_update) + (self.validity / 2):
             return row.der
-        revoked = [ca.Revoked(serial=int(serial, 16), revoked_at=_aware(at),
+        revoked = [ca.Revoked(serial=int(serial, 16), revoked_at=aware(at),
                               reason=REASONS.get(reason or "unspecified"))
                    for serial, at, reason in self.session.execute(
                        select(IssuedCertificate.serial, IssuedCertificate.revoked_at,
