@@ -86,16 +86,43 @@ for d in "$@"; do
 done
 mkdir -p /run/xos-nodens-tmp
 mount -n --bind "$tmp" /run/xos-nodens-tmp
+# Folders under /tmp that must stay visible (the project itself, when checked out there).
+i=0
+for keep in $(echo "${XOS_NODENS_KEEP:-}" | tr ':' ' '); do
+    mkdir -p "/run/xos-nodens-keep$i"
+    mount -n --bind "$keep" "/run/xos-nodens-keep$i"
+    i=$((i + 1))
+done
 mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 mkdir -p "$tmp"
 mount -n --move /run/xos-nodens-tmp "$tmp"
 rmdir /run/xos-nodens-tmp
+i=0
+for keep in $(echo "${XOS_NODENS_KEEP:-}" | tr ':' ' '); do
+    mkdir -p "$keep"
+    mount -n --move "/run/xos-nodens-keep$i" "$keep"
+    rmdir "/run/xos-nodens-keep$i"
+    i=$((i + 1))
+done
 ip link set lo up
 hostname "$hostname"
 """
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _kept_paths() -> list[str]:
+    """What the private /tmp must not hide: this project (and its virtual environment)
+    when it is checked out under /tmp, as a CI clone may be; processes inside run its code
+    and may have their working directory there."""
+    kept = []
+    for path in (Path(__file__).resolve().parents[2], Path(sys.prefix).resolve(),
+                 Path.cwd().resolve()):
+        if path.is_relative_to(TMP_ROOT) and path != Path(TMP_ROOT) and \
+                not any(path.is_relative_to(k) for k in kept) and " " not in str(path):
+            kept = [k for k in kept if not Path(k).is_relative_to(path)] + [str(path)]
+    return kept
+
+
 def missing_requirements(*tools: str) -> str | None:
     """Why these tests cannot run here (not root, a tool missing), or None: skip, not fail."""
     if os.geteuid() != 0:
@@ -252,7 +279,7 @@ class NodeNamespace:
             self.run(
                 ["sh", "-c", _SETUP, "setup", str(self._tmp), self.hostname,
                  *self.private_dirs],
-                check=True,
+                check=True, env={**os.environ, "XOS_NODENS_KEEP": ":".join(_kept_paths())},
             )
             self.write_etc("hostname", f"{self.hostname}\n")
             self.write_etc(
