@@ -43,7 +43,7 @@ from ..errors import (
 from ..memberships.models import Membership
 from ..memberships.services import MembershipService
 from ..pki.authority import passphrase
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 from ..users.models import User
 from ..vos.models import VO
 from .models import DeviceAuthorization, OAuthClient, RefreshToken
@@ -237,9 +237,7 @@ class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]
             return self.row.user_code
 
         def is_expired(self) -> bool:
-            expires = self.row.expires_at
-            expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
-            return expires <= utcnow()
+            return aware(self.row.expires_at) <= utcnow()
 
     def query_device_credential(self, device_code: str) -> Any:
         if len(device_code) > 128:
@@ -280,7 +278,7 @@ class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]
         row = credential.row
         now = utcnow()
         last = row.last_poll_at
-        last = last.replace(tzinfo=dt.UTC) if last is not None and last.tzinfo is None else last
+        last = aware(last) if last is not None else None
         too_fast = last is not None and now - last < dt.timedelta(seconds=row.interval)
         if too_fast:
             row.interval += 5

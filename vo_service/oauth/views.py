@@ -17,7 +17,7 @@ from ..context import ServiceContext
 from ..db import db
 from ..errors import XosError
 from ..memberships.services import MembershipService
-from ..timeutil import utcnow
+from ..timeutil import aware, utcnow
 from ..users.models import User
 from .models import DeviceAuthorization
 from .server import SCOPES, Server, tokens
@@ -143,12 +143,7 @@ def device() -> Any:
     code = normalize_user_code(form.user_code.data)
     row = db.session.scalar(select(DeviceAuthorization).where(
         DeviceAuthorization.user_code == code)) if USER_CODE.match(code) else None
-    expires = row.expires_at if row else None
-    if expires is not None and expires.tzinfo is None:
-        from datetime import UTC
-
-        expires = expires.replace(tzinfo=UTC)
-    if row is None or row.decision != "pending" or expires is None or expires <= utcnow():
+    if row is None or row.decision != "pending" or aware(row.expires_at) <= utcnow():
         return render_template("device.html", form=form, ok=False,
                                message="That code is unknown, used or expired. Start"
                                        " 'xos-login' again."), 400
