@@ -28,6 +28,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from xos_node.errors import CorruptSnapshot
+from xos_node.store import read_document
+
 from .accounts import AccountView, Conflict
 from .errors import NssPluginError
 from .userdb import MAX_LISTED_MEMBERS
@@ -36,41 +39,21 @@ from .varlink import DEFAULT_SERVICE, DEFAULT_SOCKET_DIR, UserdbServer, bypass_s
 log = logging.getLogger("nss_plugin")
 
 MAX_SNAPSHOT_BYTES = 1024**3  # a million users is some 200 MB of JSON
-STORE_FORMAT = "xos-node-snapshot"  # the node agent's snapshot file (xos_node.store)
-STORE_VERSION = 1
 LOGGED_CONFLICTS = 20  # each is logged up to this many, then a count
 
 
 def load_snapshot(path: Path, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
-    """Read a snapshot file: the API's snapshot object, or the node agent's store file.
-
-    The agent's file (``xos_node.store``) wraps the snapshot as ``{"format":
-    "xos-node-snapshot", "version": 1, "sha256": ..., "snapshot": {...}}``; the checksum
-    covers the canonical JSON of the snapshot and is checked here too, so a damaged file
-    is refused whole rather than served in part. Size is bounded before parsing.
-    """
+    """Read a snapshot file: the node agent's store file (checksum verified, so a damaged
+    file is refused whole rather than served in part), or a bare API snapshot object.
+    Size is bounded before parsing."""
     with path.open("rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise NssPluginError(f"{path}: snapshot larger than {max_bytes} bytes")
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise NssPluginError(f"{path}: not JSON: {err}") from None
-    if not isinstance(document, dict):
-        raise NssPluginError(f"{path}: snapshot is not a JSON object")
-    if document.get("format") != STORE_FORMAT:
-        return document
-    if document.get("version") != STORE_VERSION:
-        raise NssPluginError(f"{path}: store format version {document.get('version')!r}, "
-                             f"this provider reads {STORE_VERSION}")
-    body = document.get("snapshot")
-    if not isinstance(body, dict):
-        raise NssPluginError(f"{path}: store file holds no snapshot object")
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    if document.get("sha256") != hashlib.sha256(canonical.encode()).hexdigest():
-        raise NssPluginError(f"{path}: snapshot does not match its checksum")
-    return body
+        return read_document(data, path, bare_ok=True)
+    except CorruptSnapshot as error:
+        raise NssPluginError(error.message) from None
 
 
 def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[int, int, int, int] | None, ...]:

@@ -1,9 +1,10 @@
 """The node's state as the PAM helpers see it: the ONLY module that reads the state directory.
 
 The node agent (``xos_node``) keeps three files in the state directory (``XOS_NODE_STATE``,
-default ``/var/lib/xos-node``): ``snapshot.json`` (the VO service's snapshot document),
-``jwks.json`` (the service's JWKS) and ``node.json`` (``{"node": ..., "issuer": ...}``, plus
-an optional ``"ca_file"``: a PEM bundle for the service's TLS). When the agent's layout
+default ``/var/lib/xos-node``): ``snapshot.json`` (the agent's checksummed store file, read
+by ``xos_node.store.read_document``; a bare snapshot document of the VO service is accepted
+too), ``jwks.json`` (the service's JWKS) and ``node.json`` (``{"node": ..., "issuer": ...}``,
+plus an optional ``"ca_file"``: a PEM bundle for the service's TLS). When the agent's layout
 changes, only this module changes.
 
 Why so strict: these files decide who logs in as whom, and the helpers run as root. A file
@@ -26,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeGuard
 
+from xos_node.errors import CorruptSnapshot
+from xos_node.store import read_document
 from xos_tokens import InvalidKey, KeySet
 
 from .errors import StateError
@@ -94,7 +97,7 @@ def load_state(directory: str | os.PathLike[str]) -> NodeState:
     with _open_directory(path) as dir_fd:
         node_doc = _read_json(dir_fd, path, NODE_FILE)
         jwks_doc = _read_json(dir_fd, path, JWKS_FILE)
-        snapshot = _read_json(dir_fd, path, SNAPSHOT_FILE)
+        snapshot = _read_snapshot(dir_fd, path)
     node, issuer, ca_file = _node_info(node_doc)
     try:
         keys = KeySet(jwks_doc)
@@ -140,8 +143,8 @@ def _open_directory(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def _read_json(dir_fd: int, directory: Path, name: str) -> dict[str, Any]:
-    """One state file as a JSON object, checked on the opened descriptor (no race)."""
+def _read_bytes(dir_fd: int, directory: Path, name: str) -> bytes:
+    """One state file's bytes, checked on the opened descriptor (no race)."""
     where = directory / name
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
@@ -166,13 +169,28 @@ def _read_json(dir_fd: int, directory: Path, name: str) -> dict[str, Any]:
         os.close(fd)
     if len(data) > limit:
         raise StateError(f"refusing {where}: larger than {limit} bytes")
+    return data
+
+
+def _read_json(dir_fd: int, directory: Path, name: str) -> dict[str, Any]:
+    """One small state file as a JSON object."""
+    where = directory / name
     try:
-        document = json.loads(data)
+        document = json.loads(_read_bytes(dir_fd, directory, name))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise StateError(f"{where} is not valid JSON (truncated or corrupt)") from None
     if not isinstance(document, dict):
         raise StateError(f"{where} is not a JSON object")
     return document
+
+
+def _read_snapshot(dir_fd: int, directory: Path) -> dict[str, Any]:
+    """The snapshot the agent stored, its checksum verified."""
+    data = _read_bytes(dir_fd, directory, SNAPSHOT_FILE)
+    try:
+        return read_document(data, directory / SNAPSHOT_FILE, bare_ok=True)
+    except CorruptSnapshot as error:
+        raise StateError(error.message) from None
 
 
 # -- validating content ---------------------------------------------------------------

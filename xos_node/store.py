@@ -46,6 +46,63 @@ def canonical(snapshot: dict[str, Any]) -> bytes:
                       ensure_ascii=True).encode()
 
 
+_HEAD = b'{"format":"' + FORMAT.encode() + b'","version":' + str(VERSION).encode() \
+    + b',"sha256":"'
+_BODY_KEY = b'","snapshot":'
+
+
+def file_bytes(body: bytes) -> bytes:
+    """A store file holding ``body`` (a snapshot's canonical bytes) and its checksum."""
+    return _HEAD + hashlib.sha256(body).hexdigest().encode() + _BODY_KEY + body + b"}\n"
+
+
+def read_document(data: bytes, where: object, *, bare_ok: bool = False) -> dict[str, Any]:
+    """The snapshot object a store file holds, its checksum verified; CorruptSnapshot if not.
+
+    The one reader of the file format for the agent, the NSS provider and the PAM helpers.
+    A file as :func:`file_bytes` wrote it is checked on its raw bytes and parsed once (a
+    PAM helper reads it at every login); any other layout of the same JSON is parsed and
+    re-serialized to check. ``bare_ok`` also accepts a bare snapshot object (the API's
+    answer, as an operator or a test may write it by hand).
+    """
+    digest_end = len(_HEAD) + 64
+    body_start = digest_end + len(_BODY_KEY)
+    end = len(data.rstrip(b"\n"))
+    if data.startswith(_HEAD) and data[digest_end:body_start] == _BODY_KEY \
+            and data[end - 1:end] == b"}":
+        body = data[body_start:end - 1]
+        if hashlib.sha256(body).hexdigest().encode() != data[len(_HEAD):digest_end]:
+            raise CorruptSnapshot(f"{where} does not match its checksum (altered or damaged)")
+        snapshot = _parse(body, where)
+        if not isinstance(snapshot, dict):
+            raise CorruptSnapshot(f"{where} holds no snapshot object")
+        return snapshot
+    document = _parse(data, where)
+    if not isinstance(document, dict):
+        raise CorruptSnapshot(f"{where} is not a JSON object")
+    if document.get("format") != FORMAT:
+        if bare_ok and "format" not in document:
+            return document
+        raise CorruptSnapshot(f"{where} is not an xos-node snapshot file")
+    if document.get("version") != VERSION:
+        raise CorruptSnapshot(f"{where} has format version {document.get('version')!r},"
+                              f" this node reads {VERSION}")
+    snapshot = document.get("snapshot")
+    if not isinstance(snapshot, dict):
+        raise CorruptSnapshot(f"{where} holds no snapshot object")
+    if document.get("sha256") != hashlib.sha256(canonical(snapshot)).hexdigest():
+        raise CorruptSnapshot(f"{where} does not match its checksum (altered or damaged)")
+    return snapshot
+
+
+def _parse(data: bytes, where: object) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise CorruptSnapshot(f"{where} is not complete JSON (truncated or damaged)"
+                              ) from None
+
+
 class SnapshotStore:
     """``snapshot.json`` in ``directory`` (created 0700 on the first save)."""
 
@@ -81,21 +138,7 @@ class SnapshotStore:
     def _decode(self, data: bytes) -> Snapshot:
         if len(data) > MAX_FILE:
             raise CorruptSnapshot(f"{self.path} is larger than {MAX_FILE} bytes")
-        try:
-            document = json.loads(data)
-        except (ValueError, RecursionError):
-            raise CorruptSnapshot(f"{self.path} is not complete JSON (truncated or"
-                                  " damaged)") from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise CorruptSnapshot(f"{self.path} is not an xos-node snapshot file")
-        if document.get("version") != VERSION:
-            raise CorruptSnapshot(f"{self.path} has format version"
-                                  f" {document.get('version')!r}, this agent reads {VERSION}")
-        body = document.get("snapshot")
-        digest = hashlib.sha256(canonical(body)).hexdigest() if isinstance(body, dict) else ""
-        if not isinstance(document.get("sha256"), str) or document["sha256"] != digest:
-            raise CorruptSnapshot(f"{self.path} does not match its checksum (altered or"
-                                  " damaged)")
+        body = read_document(data, self.path)
         try:
             return Snapshot.from_json(body, limits=self.limits)
         except SyncRefused as error:
@@ -105,10 +148,7 @@ class SnapshotStore:
     # -- writing -----------------------------------------------------------------------
     def save(self, snapshot: Snapshot) -> None:
         """Replace the stored snapshot by ``snapshot`` atomically and durably."""
-        body = canonical(snapshot.to_json())
-        digest = hashlib.sha256(body).hexdigest()
-        data = (b'{"format":"' + FORMAT.encode() + b'","version":' + str(VERSION).encode()
-                + b',"sha256":"' + digest.encode() + b'","snapshot":' + body + b"}\n")
+        data = file_bytes(canonical(snapshot.to_json()))
         self._prepare_directory()
         with self._locked():
             self._remove_leftovers()

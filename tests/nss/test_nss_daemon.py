@@ -150,7 +150,8 @@ def test_a_bad_snapshot_keeps_the_previous_view(daemon: Daemon) -> None:
     assert "uid 0 is outside" in daemon.log.read_text()
     assert daemon.resolves("alice")
     (daemon.tmp / "snapshot.json").write_text("{not json")
-    wait_until(lambda: "not JSON" in daemon.log.read_text(), TIMEOUT, "the second refusal")
+    wait_until(lambda: "not complete JSON" in daemon.log.read_text(), TIMEOUT,
+               "the second refusal")
     assert daemon.resolves("alice") and daemon.proc.poll() is None
 
 
@@ -183,14 +184,14 @@ def test_serves_the_node_agents_store_file(files: Path) -> None:
 
 @pytest.mark.parametrize(("content", "code", "message"), [
     (None, os.EX_NOINPUT, "cannot read"),
-    ("[]", os.EX_DATAERR, "snapshot is not a JSON object"),
-    ("{", os.EX_DATAERR, "not JSON"),
+    ("[]", os.EX_DATAERR, "is not a JSON object"),
+    ("{", os.EX_DATAERR, "not complete JSON"),
     ('{"users": [{"name": "al:ice", "uid": 200001}], "groups": []}', os.EX_DATAERR,
      "name 'al:ice' is not a POSIX-safe name"),
     (store_file(atlas_snapshot(), digest="0" * 64), os.EX_DATAERR,
      "does not match its checksum"),
     (store_file(atlas_snapshot()).replace('"version": 1', '"version": 2'), os.EX_DATAERR,
-     "store format version 2"),
+     "format version 2"),
 ])
 def test_refuses_to_start_on_a_bad_snapshot(files: Path, content: str | None, code: int,
                                             message: str) -> None:

@@ -118,7 +118,7 @@ def _rewrite(state: Path, name: str, document: Any) -> None:
 
 
 @pytest.mark.parametrize("name, document, message", [
-    ("snapshot.json", '{"node": "wn1.grid.example", "users": [', "not valid JSON"),
+    ("snapshot.json", '{"node": "wn1.grid.example", "users": [', "not complete JSON"),
     ("snapshot.json", "[]", "not a JSON object"),
     ("snapshot.json", {**snapshot_doc([ALICE]), "node": "wn2.grid.example"},
      "is for node 'wn2.grid.example', but this node is 'wn1.grid.example'"),
@@ -171,3 +171,33 @@ def test_groups_are_left_to_the_nss_side(state: Path) -> None:
     doc["groups"] = [{"name": "odd", "gid": "not a number"}]
     _rewrite(state, "snapshot.json", doc)
     assert load_state(state).users["alice"].uid == 200001
+
+
+def _store_snapshot(state: Path) -> Path:
+    """Replace the bare snapshot by the agent's own store file, written by the agent's code."""
+    from xos_node.model import Snapshot
+    from xos_node.store import SnapshotStore
+
+    (state / "snapshot.json").unlink()
+    state.chmod(0o700)  # the agent's store keeps its directory 0700
+    SnapshotStore(state).save(Snapshot.from_json(snapshot_doc([ALICE, BOB, CAROL])))
+    return state / "snapshot.json"
+
+
+def test_the_agents_store_file_is_read(state: Path) -> None:
+    path = _store_snapshot(state)
+    assert path.read_bytes().startswith(b'{"format":"xos-node-snapshot"')
+    loaded = load_state(state)
+    assert (loaded.revision, sorted(loaded.users)) == (42, ["alice", "bob", "carol"])
+    assert loaded.users["bob"].locked and not loaded.users["alice"].locked
+
+
+def test_an_altered_store_file_is_refused_whole(state: Path) -> None:
+    path = _store_snapshot(state)
+    # unlocking bob in place, as an attacker with write access to the disk image might
+    path.write_bytes(path.read_bytes().replace(b'"locked":true', b'"locked":false'))
+    with pytest.raises(StateError, match="does not match its checksum"):
+        load_state(state)
+    path.write_bytes(path.read_bytes()[:-40])  # truncated by a crash
+    with pytest.raises(StateError, match="snapshot.json"):
+        load_state(state)
