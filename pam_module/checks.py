@@ -85,9 +85,10 @@ def check_token(state: NodeState, user: SnapshotUser, token: str,
     """Accept ``token`` as ``user``'s login to this node, or raise Refused.
 
     The one verifier of ``xos_tokens`` checks signature (keys from the node's JWKS),
-    issuer, audience (this node) and times; then the token must name this user twice:
-    ``preferred_username`` equal to the login name and ``sub`` equal to the snapshot's
-    global id, so that a name given to someone else later never matches an old token.
+    issuer, audience (this node) and times; then ``sub`` must be the snapshot's global id
+    of the login name, so that a name given to someone else later never matches an old
+    token. The VO service's tokens for a node carry no ``preferred_username`` (to fit
+    through pam_exec); one that does must name this user too.
     """
     try:
         claims = verify_access_token(token, keys=state.keys, issuer=state.issuer,
@@ -98,7 +99,7 @@ def check_token(state: NodeState, user: SnapshotUser, token: str,
             hint = (f" (pam_exec passes at most {PAM_EXEC_MAX_SECRET} bytes: a longer token"
                     " arrives cut off)")
         raise Refused(f"token refused: {error}{hint}") from None
-    if claims.preferred_username != user.name:
+    if claims.preferred_username is not None and claims.preferred_username != user.name:
         raise Refused(f"token refused: it is for {str(claims.preferred_username)[:40]!r}, "
                       f"not {user.name}")
     if claims.subject != user.id:

@@ -363,6 +363,11 @@ def test_userinfo_and_the_api_take_access_tokens(client, world):
 def test_audiences_are_nodes_of_the_users_vos(client, world):
     status, body = password_login(client, audience="wn1.grid.example")
     assert status == 200 and body["audience"] == "wn1.grid.example"
+    # a node's token is compact (RFC 9068's minimum): the node takes groups from its
+    # snapshot, and the token must fit through pam_exec's 511 bytes
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"}
+    assert len(body["access_token"]) <= 511
     api = client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert api.status_code == 401 and "audience" in api.get_json()["detail"]
     status, body = password_login(client, audience="wn2.grid.example")

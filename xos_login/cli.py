@@ -23,6 +23,9 @@ from .http import Service
 from .session import Session
 from .store import CREDENTIALS, Credentials, Store
 
+#: what a node's PAM stack hands its helper of a typed password (pam_exec, Linux-PAM 1.5)
+PAM_PASSWORD_LIMIT = 511
+
 
 def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
     """One line on stderr, then the exit code: what a user sees instead of a traceback."""
@@ -176,6 +179,10 @@ def token(audience: str | None) -> None:
     For scripts: curl -H "Authorization: Bearer $(xos-login token)" ..."""
     access_token, _ = _session().access_token(audience)
     click.echo(access_token)
+    if audience and len(access_token) > PAM_PASSWORD_LIMIT:
+        click.echo(f"xos-login: warning: this token is {len(access_token)} bytes; a node's"
+                   f" password prompt passes at most {PAM_PASSWORD_LIMIT} (pam_exec), so log"
+                   " in there with the SSH certificate (xos-login cert)", err=True)
 
 
 # -- certificates ---------------------------------------------------------------------------

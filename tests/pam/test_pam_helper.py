@@ -72,6 +72,14 @@ def test_the_service_own_token_shape_verifies_when_not_cut(state: Path) -> None:
     assert run_helper("auth", state, secret=token).code == EX_OK
 
 
+def test_a_compact_node_token_without_a_user_name_logs_in_by_its_subject(state: Path
+                                                                        ) -> None:
+    """The VO service's tokens for a node carry only RFC 9068's claims: ``sub`` decides."""
+    token = token_for(KEY, ALICE, claims={"client_id": "xos-login"})
+    assert run_helper("auth", state, secret=token).code == EX_OK
+    assert run_helper("auth", state, user="carol", secret=token).code == EX_NOPERM
+
+
 def test_a_token_cut_by_pam_exec_is_refused_with_the_reason(state: Path) -> None:
     token = token_for(KEY, ALICE, claims={
         "preferred_username": "alice", "client_id": "xos-login", "scope": "",
@@ -92,7 +100,9 @@ def test_a_token_cut_by_pam_exec_is_refused_with_the_reason(state: Path) -> None
     ("carol's token", lambda: token_for(KEY, CAROL), "it is for 'carol', not alice"),
     ("alice's name, another id", lambda: token_for(KEY, {**ALICE, "id": CAROL["id"]}),
      "subject is not alice's global id"),
-    ("no user name", lambda: token_for(KEY, ALICE, claims={}), "it is for 'None'"),
+    ("no user name, carol's id", lambda: token_for(KEY, {**ALICE, "id": CAROL["id"]},
+                                                   claims={}),
+     "subject is not alice's global id"),
     ("mangled", lambda: token_for(KEY, ALICE)[:-4] + "AAAA", "bad signature"),
 ])
 def test_tokens_that_must_not_log_alice_in(state: Path, case: str,

@@ -5,6 +5,13 @@ Access tokens follow RFC 9068 (``at+jwt``) with the WLCG-style ``groups`` claim 
 paths of the groups held now) and ``roles`` (role FQANs held now). The audience is the
 service itself unless the client names another: a registered node that serves one of
 the user's active VOs, or an audience registered for the client.
+
+A token for a node is compact: the RFC 9068 minimum (registered claims and
+``client_id``), without ``groups``, ``roles``, ``scope`` or ``preferred_username``. A node
+decides who gets in and with which groups from its synced snapshot, which a revocation
+reaches within seconds, never from a token's copy of them; and a token typed at a node's
+password prompt passes through pam_exec, which hands on at most 511 bytes (a full token
+is 540-600). The compact one is about 440 bytes plus the issuer URL and node name.
 """
 
 from __future__ import annotations
@@ -83,6 +90,10 @@ class TokenService:
         raise PermissionDenied(f"no token for audience {requested[:80]!r}: not a node of"
                                " your VOs, nor an audience of this client")
 
+    def _is_node(self, client: OAuthClient, audience: str) -> bool:
+        """True for an audience that :meth:`audience_for` admitted as a node."""
+        return audience != self.issuer and audience not in client.audiences.split()
+
     # -- access tokens -----------------------------------------------------------------
     def access_token(self, client: OAuthClient, user: User | None, scope: str, audience: str,
                      now: dt.datetime | None = None, held: Holdings | None = None
@@ -90,15 +101,15 @@ class TokenService:
         """Sign an access token; ``held`` saves reading the user's groups again when the
         caller has just read them."""
         now = now or utcnow()
-        claims: dict[str, Any] = {"client_id": client.client_id, "scope": scope}
-        if user is not None:
-            held = held or MembershipService(self.ctx).holdings(user)
-            claims.update(preferred_username=user.username,
-                          groups=[g for vo in held.vos for g in held.groups[vo]],
-                          roles=[r for vo in held.vos for r in held.roles[vo]])
-            subject = str(user.id)
-        else:
-            subject = client.client_id
+        claims: dict[str, Any] = {"client_id": client.client_id}
+        subject = str(user.id) if user is not None else client.client_id
+        if not self._is_node(client, audience):
+            claims["scope"] = scope
+            if user is not None:
+                held = held or MembershipService(self.ctx).holdings(user)
+                claims.update(preferred_username=user.username,
+                              groups=[g for vo in held.vos for g in held.groups[vo]],
+                              roles=[r for vo in held.vos for r in held.roles[vo]])
         token = xos_tokens.sign_access_token(
             self.keys.signing_key(now), issuer=self.issuer, subject=subject,
             audience=audience, lifetime=self.access_lifetime, claims=claims, now=now)
