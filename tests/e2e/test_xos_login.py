@@ -342,9 +342,13 @@ def test_parallel_token_commands_refresh_once(service: Service, alice: Laptop) -
 
 def test_a_token_for_a_node(service: Service, alice: Laptop) -> None:
     before = alice.stored()
-    node_token = alice.run("token", "--audience", NODE).stdout.strip()
+    run = alice.run("token", "--audience", NODE)
+    node_token = run.stdout.strip()
     claims = service.verify(node_token, audience=NODE)
-    assert claims.audience == [NODE] and claims.preferred_username == "alice"
+    assert claims.audience == [NODE]
+    assert claims.subject == service.verify(before["access_token"]).subject
+    assert claims.preferred_username is None  # compact: it must fit through pam_exec
+    assert len(node_token) <= 511 and "warning" not in run.stderr
     after = alice.stored()
     assert after["access_token"] == before["access_token"]  # not cached as the main one
     assert after["refresh_token"] != before["refresh_token"]  # but the rotation is kept
