@@ -94,24 +94,40 @@ class Provider:
         self.passwd = Path(args.passwd)
         self.group = Path(args.group)
         self.conflicts_path = Path(args.conflicts) if args.conflicts else None
-        self.watched = (self.snapshot, self.passwd, self.group)
-        self.mark = _fingerprint(self.watched)
+        self.watch = FilesWatch(self.snapshot, self.passwd, self.group)
 
     def load(self) -> AccountView:
         """A new view from the files as they are now (raises on any error)."""
-        self.mark = _fingerprint(self.watched)
-        view = AccountView.from_files(load_snapshot(self.snapshot), self.passwd, self.group)
-        for conflict in view.conflicts[:LOGGED_CONFLICTS]:
-            log.warning("%s", conflict)
-        if len(view.conflicts) > LOGGED_CONFLICTS:
-            log.warning("... and %d more refused entries",
-                        len(view.conflicts) - LOGGED_CONFLICTS)
-        if self.conflicts_path is not None:
-            write_conflicts(self.conflicts_path, view.revision, view.conflicts)
-        return view
+        self.watch.changed()  # what is read now is the new mark
+        return build_view(load_snapshot(self.snapshot), self.passwd, self.group,
+                          self.conflicts_path)
+
+
+class FilesWatch:
+    """Tells when any of some files changed since the last look."""
+
+    def __init__(self, *paths: Path) -> None:
+        self.paths = paths
+        self.mark = _fingerprint(paths)
 
     def changed(self) -> bool:
-        return _fingerprint(self.watched) != self.mark
+        mark = _fingerprint(self.paths)
+        changed, self.mark = mark != self.mark, mark
+        return changed
+
+
+def build_view(snapshot: dict[str, Any], passwd: Path, group: Path,
+               conflicts_path: Path | None = None) -> AccountView:
+    """The view of ``snapshot`` beside the local files, its refusals logged and reported
+    (raises on a snapshot that does not validate)."""
+    view = AccountView.from_files(snapshot, passwd, group)
+    for conflict in view.conflicts[:LOGGED_CONFLICTS]:
+        log.warning("%s", conflict)
+    if len(view.conflicts) > LOGGED_CONFLICTS:
+        log.warning("... and %d more refused entries", len(view.conflicts) - LOGGED_CONFLICTS)
+    if conflicts_path is not None:
+        write_conflicts(conflicts_path, view.revision, view.conflicts)
+    return view
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -180,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             wake.clear()
             if flags["stop"]:
                 break
-            if flags["reload"] or (args.poll > 0 and provider.changed()):
+            if flags["reload"] or (args.poll > 0 and provider.watch.changed()):
                 flags["reload"] = False
                 try:
                     view = provider.load()

@@ -213,10 +213,17 @@ class NodeClient:
             raise BadAnswer(f"{self.url}/oauth/jwks is not a usable JWKS: {error}") from None
         return document
 
+    # -- the node's own certificate ----------------------------------------------------
+    def renew_certificate(self, csr_pem: str) -> dict[str, Any]:
+        """A new certificate for the node's CSR (unvalidated JSON: ``certificate``,
+        ``chain``); the node's API key authorizes it."""
+        return self._json(f"/api/v1/nodes/{self.node}/certificate", self.max_answer,
+                          body={"csr": csr_pem})
+
     # -- the transport ---------------------------------------------------------------
     def _json(self, path: str, limit: int, authenticated: bool = True,
-              patience: float = 0) -> dict[str, Any]:
-        answer = self._get(path, limit, authenticated, patience)
+              patience: float = 0, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer = self._get(path, limit, authenticated, patience, body)
         if answer.content_type != "application/json":
             raise BadAnswer(f"{self.url}{path} answered {answer.content_type or 'no type'},"
                             " not JSON")
@@ -229,13 +236,19 @@ class NodeClient:
         return value
 
     def _get(self, path: str, limit: int, authenticated: bool = True,
-             patience: float = 0) -> Answer:
-        """GET ``path``; ``patience`` seconds more for a service that holds the answer."""
+             patience: float = 0, body: dict[str, Any] | None = None) -> Answer:
+        """GET ``path`` (POST ``body`` as JSON when given); ``patience`` seconds more for a
+        service that holds the answer."""
         headers = {"Accept": "application/json, */*;q=0.5", "User-Agent": USER_AGENT}
         if authenticated:
             headers["Authorization"] = f"Bearer {self._key}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         # normalize_url allowed http(s) only: no file: or custom schemes reach here
-        request = urllib.request.Request(self.url + path, method="GET",  # noqa: S310
+        request = urllib.request.Request(self.url + path, data=data,  # noqa: S310
+                                         method="GET" if data is None else "POST",
                                          headers=headers)
         started = time.monotonic() + patience  # the deadline starts after the wait
         try:
@@ -254,8 +267,9 @@ class NodeClient:
             raise self._network_failure(error.reason) from None
         except (OSError, http.client.HTTPException) as error:
             raise self._network_failure(error) from None
-        if answer.status != 200:
-            raise BadAnswer(f"{self.url}{path} answered HTTP {answer.status}, expected 200")
+        if answer.status != (200 if data is None else 201):
+            raise BadAnswer(f"{self.url}{path} answered HTTP {answer.status}, expected"
+                            f" {200 if data is None else 201}")
         return answer
 
     def _read(self, response: Any, path: str, limit: int, started: float) -> bytes:

@@ -8,7 +8,9 @@ its SSH host public key, and writes what the service answers into the state dire
     chain.pem          the VO CA chain: the TLS trust for talking to the service
     ssh_user_ca.pub    the SSH CA keys sshd trusts for users (TrustedUserCAKeys)
     jwks.json          the keys access tokens are signed with
-    node.json          {"node", "issuer", "url"}: who this node is, whose tokens count
+    node.json          {"node", "issuer", "url"[, "ca_file"]}: who this node is, whose
+                       tokens count, where the service is
+    service-ca.pem     a copy of --ca-file: the service's TLS trust (when given)
     ssh_host_cert.pub  the SSH host certificate, when a host key was given
 
 Files are written atomically (``ca.store``); a refused token changes nothing here.
@@ -37,6 +39,7 @@ from .errors import BadAnswer, Refused, Unreachable, UsageError
 
 TIMEOUT = 30.0
 MAX_ANSWER = 1 << 20
+SERVICE_CA = "service-ca.pem"
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,31 @@ def _post(url: str, path: str, body: dict[str, Any], ca_file: str | None) -> Any
                             f"{getattr(error, 'reason', error)}") from None
 
 
+def new_key_and_csr() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A fresh P-256 key made here (it never leaves the node) and its CSR in PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "xos-node")])).sign(key, hashes.SHA256())
+    return key, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def write_node_certificate(state: Path, key: ec.EllipticCurvePrivateKey,
+                           certificate: x509.Certificate, chain: str) -> None:
+    """The node's key (0600), certificate and CA chain, each written atomically."""
+    write_private(state / "tls.key", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    write_public(state / "tls.pem", certificate.public_bytes(serialization.Encoding.PEM))
+    write_public(state / "chain.pem", chain.encode())
+
+
 def enrol(url: str, token: str, state_dir: Path, *, ca_file: str | None = None,
           ssh_host_key: Path | None = None) -> Enrolled:
     url = normalize_url(url)
     if not token.startswith("xet_") or len(token) > 128:
         raise UsageError("that is not an enrolment token (xet_...)")
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, "xos-node")])).sign(key, hashes.SHA256())
-    body: dict[str, Any] = {"token": token,
-                            "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
+    key, csr = new_key_and_csr()
+    body: dict[str, Any] = {"token": token, "csr": csr}
     if ssh_host_key is not None:
         body["ssh_host_key"] = ssh_host_key.read_text().strip()
     answer = _post(url, "/api/v1/enroll", body, ca_file)
@@ -96,16 +114,15 @@ def enrol(url: str, token: str, state_dir: Path, *, ca_file: str | None = None,
     if certificate.public_key() != key.public_key():
         raise BadAnswer("the certificate is not for the key made here")
     state = Path(state_dir)
-    write_private(state / "tls.key", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
     write_private(state / "api-key", (api_key + "\n").encode())
-    write_public(state / "tls.pem", certificate.public_bytes(serialization.Encoding.PEM))
-    write_public(state / "chain.pem", answer["chain"].encode())
+    write_node_certificate(state, key, certificate, answer["chain"])
+    node_info: dict[str, str] = {"node": node, "issuer": issuer, "url": url}
+    if ca_file is not None:  # the service's TLS trust, kept where PAM and the agent look
+        write_public(state / SERVICE_CA, Path(ca_file).read_bytes())
+        node_info["ca_file"] = str((state / SERVICE_CA).resolve())
     write_public(state / "ssh_user_ca.pub", "".join(f"{line}\n" for line in ssh_ca).encode())
     write_public(state / "jwks.json", json.dumps(jwks).encode())
-    write_public(state / "node.json", json.dumps({"node": node, "issuer": issuer,
-                                                  "url": url}).encode())
+    write_public(state / "node.json", json.dumps(node_info).encode())
     if answer.get("ssh_host_certificate"):
         write_public(state / "ssh_host_cert.pub",
                      (str(answer["ssh_host_certificate"]) + "\n").encode())

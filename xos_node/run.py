@@ -2,7 +2,8 @@
 groups, after checking the token and the node's policy.
 
 Run by root (or a setuid-root launcher). The token must be valid for this node's
-audience and name a user of the snapshot who is not locked; the user's groups are the
+audience and its subject (the global id) must be a user of the snapshot who is not
+locked; the user's groups are the
 private group plus every VO group listing them, nothing inherited from the caller. The
 node's policy names the VOs whose members may run jobs here (default: every VO the node
 serves). The job gets a clean environment and starts in the user's home directory.
@@ -58,11 +59,14 @@ def check(token: str, snapshot: Mapping[str, Any], keys: xos_tokens.KeySet, *, n
         claims = xos_tokens.verify_access_token(token, keys=keys, issuer=issuer, audience=node)
     except xos_tokens.InvalidToken as error:
         raise RunRefused(f"the token is not valid here: {error}") from None
-    if not claims.preferred_username:
-        raise RunRefused("the token names no user")
-    who = identity(snapshot, claims.preferred_username)
-    if claims.subject != next(u["id"] for u in snapshot["users"] if u["name"] == who.name):
-        raise RunRefused("the token's subject is not this node's user of that name")
+    # ``sub`` (the global id) decides: the service's tokens for a node carry no user name
+    name = next((u["name"] for u in snapshot.get("users", []) if u.get("id") == claims.subject),
+                None)
+    if name is None:
+        raise RunRefused("the token's subject is not a user of this node's VOs")
+    if claims.preferred_username is not None and claims.preferred_username != name:
+        raise RunRefused("the token's user name is not its subject's")
+    who = identity(snapshot, name)
     allowed = set(allowed_vos) if allowed_vos is not None else set(snapshot.get("vos", []))
     if not allowed & set(who.vos):
         raise RunRefused(f"{who.name!r} is in no VO allowed to run jobs on this node")
