@@ -68,11 +68,21 @@ def test_a_job_gets_exactly_the_users_vo_groups() -> None:
                      '"260001 460000 460001" && test "$USER" = alice'], home="/nonexistent") == 0
 
 
+def test_a_compact_node_token_runs_as_its_subject() -> None:
+    """The VO service's tokens for a node carry no user name: ``sub`` decides."""
+    compact = xos_tokens.sign_access_token(KEY, issuer=ISSUER, subject=IDS["carol"],
+                                           audience=NODE, lifetime=dt.timedelta(minutes=5),
+                                           claims={"client_id": "xos-login"})
+    who = check(compact, SNAPSHOT, KEYS, node=NODE, issuer=ISSUER)
+    assert (who.name, who.uid, who.groups) == ("carol", 260003, (460002,))
+
+
 @pytest.mark.parametrize("presented, why", [
     (token("alice", audience="wn2.grid.example"), "not valid here"),
     (token("sid"), "no active membership"),
     (token("mallory"), "not a user of this node"),
-    (token("alice", subject=str(uuid.uuid4())), "subject"),
+    (token("alice", subject=str(uuid.uuid4())), "subject is not a user"),
+    (token("alice", subject=IDS["carol"]), "user name is not its subject's"),
     ("not a token", "not valid here"),
 ])
 def test_refused_jobs(presented: str, why: str) -> None:
