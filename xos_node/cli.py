@@ -1,4 +1,5 @@
-"""``xos-node``: the node agent's command line (``sync``, ``show``).
+"""``xos-node``: the node agent's command line (``enroll``, ``run``, ``sync``, ``show``,
+``storage``).
 
 Every failure is one line on stderr and an ``os.EX_*`` exit code; the group's ``invoke``
 is the one place where errors become that line, so no command ends in a traceback.
@@ -136,6 +137,48 @@ def sync(url: str, node: str, key_file: str, state_dir: str, ca_file: str | None
         raise click.exceptions.Exit(os.EX_IOERR)
 
 
+@main.command("run")
+@click.option("--state-dir", default="/var/lib/xos-node", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The state directory xos-node enroll wrote.")
+@click.option("--socket-dir", default="/run/systemd/userdb", show_default=True,
+              help="Where nss-systemd looks for userdb sockets.")
+@click.option("--service", default="io.xos.Accounts", show_default=True,
+              help="The userdb service name (the socket's name).")
+@click.option("--no-nss", is_flag=True, help="Sync only; serve no userdb socket.")
+@click.option("--passwd", default="/etc/passwd", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Local users: they always win over VO accounts.")
+@click.option("--group", default="/etc/group", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Local groups.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=INTERVAL,
+              show_default=True, help="Shortest time between two polls, in seconds.")
+@click.option("--wait", type=click.IntRange(0, MAX_WAIT), default=WAIT, show_default=True,
+              help="Long-poll: how long the service may hold an answer (0: plain polls).")
+@click.option("--max-backoff", type=click.FloatRange(min=0.5), default=MAX_BACKOFF,
+              show_default=True, help="Longest wait after failures, in seconds.")
+@click.option("--upkeep", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds between refreshes of the token keys and certificate checks.")
+def run_command(state_dir: Path, socket_dir: str, service: str, no_nss: bool, passwd: Path,
+                group: Path, interval: float, wait: int, max_backoff: float,
+                upkeep: float) -> None:
+    """Run the node agent: sync, serve NSS, keep keys and certificate current."""
+    from .agent import NodeIdentity, NssFeed, run_agent
+
+    identity = NodeIdentity.load(state_dir)
+    nss = None if no_nss else NssFeed(socket_dir=socket_dir, service=service,
+                                      passwd=passwd, group=group,
+                                      conflicts=state_dir / "conflicts.json")
+    stop = threading.Event()
+    try:
+        with _stopped_by_signals(stop):
+            run_agent(identity, stop, nss=nss, interval=interval, wait=wait,
+                      max_backoff=max_backoff, upkeep_every=upkeep)
+    finally:
+        if nss is not None:
+            nss.close()
+
+
 @main.command()
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False),
               help="The agent's state directory.")
@@ -176,8 +219,7 @@ def enroll(url: str, token_file: str, state_dir: str, ca_file: str | None,
                  ca_file=ca_file,
                  ssh_host_key=ssh_host_key)
     click.echo(f"enrolled {done.node} (VOs: {', '.join(done.vos) or '-'}); credentials in"
-               f" {done.state_dir}. Next: xos-node sync --url {url} --node {done.node}"
-               f" --key-file {done.state_dir / 'api-key'} --state-dir {done.state_dir}")
+               f" {done.state_dir}. Next: xos-node run --state-dir {done.state_dir}")
 
 
 @main.command("storage")

@@ -218,12 +218,12 @@ class NodeClient:
         """A new certificate for the node's CSR (unvalidated JSON: ``certificate``,
         ``chain``); the node's API key authorizes it."""
         return self._json(f"/api/v1/nodes/{self.node}/certificate", self.max_answer,
-                          body={"csr": csr_pem})
+                          payload={"csr": csr_pem})
 
     # -- the transport ---------------------------------------------------------------
     def _json(self, path: str, limit: int, authenticated: bool = True,
-              patience: float = 0, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        answer = self._get(path, limit, authenticated, patience, body)
+              patience: float = 0, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer = self._get(path, limit, authenticated, patience, payload)
         if answer.content_type != "application/json":
             raise BadAnswer(f"{self.url}{path} answered {answer.content_type or 'no type'},"
                             " not JSON")
@@ -236,15 +236,15 @@ class NodeClient:
         return value
 
     def _get(self, path: str, limit: int, authenticated: bool = True,
-             patience: float = 0, body: dict[str, Any] | None = None) -> Answer:
-        """GET ``path`` (POST ``body`` as JSON when given); ``patience`` seconds more for a
+             patience: float = 0, payload: dict[str, Any] | None = None) -> Answer:
+        """GET ``path`` (POST ``payload`` as JSON when given); ``patience`` seconds more for a
         service that holds the answer."""
         headers = {"Accept": "application/json, */*;q=0.5", "User-Agent": USER_AGENT}
         if authenticated:
             headers["Authorization"] = f"Bearer {self._key}"
         data = None
-        if body is not None:
-            data = json.dumps(body).encode()
+        if payload is not None:
+            data = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
         # normalize_url allowed http(s) only: no file: or custom schemes reach here
         request = urllib.request.Request(self.url + path, data=data,  # noqa: S310

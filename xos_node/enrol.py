@@ -12,6 +12,7 @@ its SSH host public key, and writes what the service answers into the state dire
                        tokens count, where the service is
     service-ca.pem     a copy of --ca-file: the service's TLS trust (when given)
     ssh_host_cert.pub  the SSH host certificate, when a host key was given
+    revoked_keys       the SSH CA's key revocation list (sshd's RevokedKeys)
 
 Files are written atomically (``ca.store``); a refused token changes nothing here.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,11 +37,14 @@ from cryptography.x509.oid import NameOID
 from ca.store import write_private, write_public
 
 from .client import _NoRedirect, is_loopback, normalize_url, parse_json
-from .errors import BadAnswer, Refused, Unreachable, UsageError
+from .errors import BadAnswer, Refused, ServiceError, Unreachable, UsageError
+
+log = logging.getLogger(__name__)
 
 TIMEOUT = 30.0
 MAX_ANSWER = 1 << 20
 SERVICE_CA = "service-ca.pem"
+KRL = "revoked_keys"
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,13 @@ def enrol(url: str, token: str, state_dir: Path, *, ca_file: str | None = None,
     write_public(state / "ssh_user_ca.pub", "".join(f"{line}\n" for line in ssh_ca).encode())
     write_public(state / "jwks.json", json.dumps(jwks).encode())
     write_public(state / "node.json", json.dumps(node_info).encode())
+    # sshd refuses every key while its RevokedKeys file is missing: fetch the KRL now
+    from .client import NodeClient
+
+    try:
+        write_public(state / KRL, NodeClient(url, node, api_key, ca_file=ca_file).ssh_krl())
+    except ServiceError as error:  # the token is spent: xos-node run fetches it later
+        log.warning("no SSH key revocation list yet: %s", error.message)
     if answer.get("ssh_host_certificate"):
         write_public(state / "ssh_host_cert.pub",
                      (str(answer["ssh_host_certificate"]) + "\n").encode())
