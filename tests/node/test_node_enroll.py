@@ -25,8 +25,10 @@ from vo_service.db import db
 from vo_service.memberships.services import MembershipService
 from vo_service.nodes.enrolment import EnrolmentService
 from vo_service.nodes.services import NodeService
+from vo_service.oauth.keys import KeyRing
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
+from xos_node.agent import NodeIdentity, refresh_jwks, refresh_ssh_files, renew_certificate
 from xos_node.cli import main
 from xos_node.run import main as xos_run
 from xos_node.store import SnapshotStore
@@ -123,3 +125,40 @@ def test_a_wrong_token_changes_nothing(live: Live, tmp_path: Path) -> None:
                                        str(token), "--state-dir", str(state)])
     assert result.exit_code != 0 and "refused the enrolment (401)" in result.output
     assert not state.exists()
+
+
+def test_the_agent_keeps_keys_and_certificate_current(live: Live, tmp_path: Path) -> None:
+    """Upkeep after enrolment: a new token key is fetched while it is announced, the SSH
+    files are rewritten only when they change, and the certificate is renewed (new key
+    made here) once two thirds of its lifetime have passed, and not before."""
+    with live.app.app_context():
+        ctx = ServiceContext.build(db.session, live.app.config)
+        node = NodeService(ctx).get("wn1.grid.example")
+        enrolment = EnrolmentService(ctx).issue(Actor.system("pytest"), node, 1)[0]
+        db.session.commit()
+    token = tmp_path / "token"
+    token.write_text(enrolment)
+    os.chmod(token, 0o600)
+    state = tmp_path / "state"
+    done = CliRunner().invoke(main, ["enroll", "--url", live.base, "--token-file", str(token),
+                                     "--state-dir", str(state)])
+    assert done.exit_code == 0, done.output
+    assert (state / "revoked_keys").read_bytes().startswith(b"SSHKRL")
+    client = NodeIdentity.load(state).client()
+    assert not refresh_jwks(client, state) and not refresh_ssh_files(client, state)
+    with live.app.app_context():
+        new_kid = KeyRing(ServiceContext.build(db.session, live.app.config), live.app.config,
+                          live.app.config["CA_PASSPHRASE"].encode()).rotate()
+        db.session.commit()
+    assert refresh_jwks(client, state)
+    assert new_kid in {k["kid"] for k in json.loads((state / "jwks.json").read_text())["keys"]}
+    before = x509.load_pem_x509_certificate((state / "tls.pem").read_bytes())
+    old_key = (state / "tls.key").read_bytes()
+    lifetime = before.not_valid_after_utc - before.not_valid_before_utc
+    assert not renew_certificate(client, state, before.not_valid_before_utc + lifetime / 2)
+    assert (state / "tls.key").read_bytes() == old_key
+    assert renew_certificate(client, state, before.not_valid_before_utc + lifetime * 0.7)
+    after = x509.load_pem_x509_certificate((state / "tls.pem").read_bytes())
+    assert after.serial_number != before.serial_number and after.subject == before.subject
+    assert (state / "tls.key").read_bytes() != old_key
+    assert stat.S_IMODE((state / "tls.key").stat().st_mode) == 0o600

@@ -1,0 +1,48 @@
+"""The agent's in-process NSS feed (``xos_node.agent.NssFeed``): each snapshot the sync
+loop announces is served at once on the userdb socket, and a local account added to
+/etc/passwd later takes its name back at the next look (local accounts always win)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nss_fixtures import LOCAL_GROUP, LOCAL_PASSWD, atlas_snapshot, private_tmp, userdb_call
+
+from nss_plugin.varlink import DEFAULT_SERVICE
+from xos_node.agent import NssFeed
+from xos_node.model import Snapshot
+
+
+def _names(socket: Path) -> set[str]:
+    replies = userdb_call(socket, "GetUserRecord", more=True)
+    return {r["parameters"]["record"]["userName"] for r in replies
+            if "record" in r.get("parameters", {})}
+
+
+def test_snapshots_are_served_and_local_accounts_win() -> None:
+    with private_tmp(0o755) as tmp:
+        passwd, group = tmp / "passwd", tmp / "group"
+        passwd.write_text(LOCAL_PASSWD)
+        group.write_text(LOCAL_GROUP)
+        feed = NssFeed(socket_dir=str(tmp / "userdb"), service=DEFAULT_SERVICE,
+                       passwd=passwd, group=group, conflicts=tmp / "conflicts.json")
+        socket = tmp / "userdb" / DEFAULT_SERVICE
+        try:
+            assert _names(socket) == set()  # served from the start, empty
+            data = atlas_snapshot()
+            feed(Snapshot.from_json({**data, "node": "wn1.grid.example",
+                                     "vos": ["atlas"]}))
+            served = _names(socket)
+            assert "alice" in served
+            feed.check_local_files()  # nothing changed: nothing rebuilt, nothing refused
+            assert json.loads((tmp / "conflicts.json").read_text())["conflicts"] == []
+            with passwd.open("a") as fh:  # an operator adds a local alice, as useradd does
+                fh.write("alice:x:1500:1500::/home/alice:/bin/sh\n")
+            feed.check_local_files()
+            assert _names(socket) == served - {"alice"}
+            refused = json.loads((tmp / "conflicts.json").read_text())["conflicts"]
+            assert [c["name"] for c in refused] == ["alice"]
+        finally:
+            feed.close()
+        assert not socket.exists()
