@@ -5,19 +5,36 @@ loop announces is served at once on the userdb socket, and a local account added
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from nss_fixtures import LOCAL_GROUP, LOCAL_PASSWD, atlas_snapshot, private_tmp, userdb_call
 
 from nss_plugin.varlink import DEFAULT_SERVICE
 from xos_node.agent import NssFeed
 from xos_node.model import Snapshot
 
+BYPASS = "SYSTEMD_BYPASS_USERDB"
+
 
 def _names(socket: Path) -> set[str]:
     replies = userdb_call(socket, "GetUserRecord", more=True)
     return {r["parameters"]["record"]["userName"] for r in replies
             if "record" in r.get("parameters", {})}
+
+
+@pytest.fixture(autouse=True)
+def _own_environment() -> Iterator[None]:
+    """The feed sets SYSTEMD_BYPASS_USERDB for its process (right for the agent): keep it
+    from reaching the lookups of later tests, which this process starts."""
+    saved = os.environ.get(BYPASS)
+    yield
+    if saved is None:
+        os.environ.pop(BYPASS, None)
+    else:
+        os.environ[BYPASS] = saved
 
 
 def test_snapshots_are_served_and_local_accounts_win() -> None:
@@ -46,3 +63,4 @@ def test_snapshots_are_served_and_local_accounts_win() -> None:
         finally:
             feed.close()
         assert not socket.exists()
+        assert DEFAULT_SERVICE in os.environ[BYPASS].split(":")  # its own lookups skip it

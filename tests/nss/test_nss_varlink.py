@@ -452,7 +452,10 @@ def test_service_names_clients_would_miss(name: str, message: str) -> None:
 
 
 def test_bypass_self(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SYSTEMD_BYPASS_USERDB", raising=False)
+    # set first so that monkeypatch records the variable's state before the test and
+    # restores it afterwards: bypass_self's own change must not reach later tests' lookups
+    monkeypatch.setenv("SYSTEMD_BYPASS_USERDB", "")
+    monkeypatch.delenv("SYSTEMD_BYPASS_USERDB")
     bypass_self(SERVICE)
     assert os.environ["SYSTEMD_BYPASS_USERDB"] == SERVICE
     monkeypatch.setenv("SYSTEMD_BYPASS_USERDB", "io.systemd.Home")
