@@ -14,7 +14,6 @@ logged and, with ``--conflicts FILE``, written there as JSON (atomically) for th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
