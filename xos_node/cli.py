@@ -16,7 +16,7 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -97,6 +97,22 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _polling_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--interval, --wait and --max-backoff: how the sync loop polls (sync and run)."""
+    for option in reversed((
+            click.option("--interval", type=click.FloatRange(min=0.5), default=INTERVAL,
+                         show_default=True,
+                         help="Shortest time between two polls, in seconds."),
+            click.option("--wait", type=click.IntRange(0, MAX_WAIT), default=WAIT,
+                         show_default=True, help="Long-poll: how long the service may hold"
+                         " an answer (0: plain polls)."),
+            click.option("--max-backoff", type=click.FloatRange(min=0.5),
+                         default=MAX_BACKOFF, show_default=True,
+                         help="Longest wait after failures, in seconds."))):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option("--url", required=True, help="The VO service, https://host[:port].")
 @click.option("--node", required=True, help="This node's registered name.")
@@ -106,12 +122,7 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
               help="Where the snapshot is kept (created 0700).")
 @click.option("--ca-file", type=click.Path(dir_okay=False),
               help="The VO's CA bundle to verify the service's TLS certificate.")
-@click.option("--interval", type=click.FloatRange(min=0.5), default=INTERVAL,
-              show_default=True, help="Shortest time between two polls, in seconds.")
-@click.option("--wait", type=click.IntRange(0, MAX_WAIT), default=WAIT, show_default=True,
-              help="Long-poll: how long the service may hold an answer (0: plain polls).")
-@click.option("--max-backoff", type=click.FloatRange(min=0.5), default=MAX_BACKOFF,
-              show_default=True, help="Longest wait after failures, in seconds.")
+@_polling_options
 @click.option("--once", is_flag=True, help="Sync once and exit (non-zero on failure).")
 def sync(url: str, node: str, key_file: str, state_dir: str, ca_file: str | None,
          interval: float, wait: int, max_backoff: float, once: bool) -> None:
@@ -151,12 +162,7 @@ def sync(url: str, node: str, key_file: str, state_dir: str, ca_file: str | None
               help="Local users: they always win over VO accounts.")
 @click.option("--group", default="/etc/group", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Local groups.")
-@click.option("--interval", type=click.FloatRange(min=0.5), default=INTERVAL,
-              show_default=True, help="Shortest time between two polls, in seconds.")
-@click.option("--wait", type=click.IntRange(0, MAX_WAIT), default=WAIT, show_default=True,
-              help="Long-poll: how long the service may hold an answer (0: plain polls).")
-@click.option("--max-backoff", type=click.FloatRange(min=0.5), default=MAX_BACKOFF,
-              show_default=True, help="Longest wait after failures, in seconds.")
+@_polling_options
 @click.option("--upkeep", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds between refreshes of the token keys and certificate checks.")
 def run_command(state_dir: Path, socket_dir: str, service: str, no_nss: bool, passwd: Path,

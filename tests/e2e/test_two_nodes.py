@@ -51,10 +51,10 @@ from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
 
 from .live import Live, live_service
-from .nodens import SSH_TOOLS, NodeNamespace, SshServer, keygen, missing_requirements
+from .nodens import SSH_TOOLS, NodeNamespace, keygen, missing_requirements
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pam"))
-from pam_fixtures import PamNode, install_pam, relay_into  # noqa: E402
+from pam_fixtures import PamNode, XosSshServer, install_pam, relay_into  # noqa: E402
 
 _reason = missing_requirements(*SSH_TOOLS, "pamtester") or (
     None if os.geteuid() == 0 else "needs root for namespaces")
@@ -136,13 +136,6 @@ class Laptop:
 
 
 # -- a node -----------------------------------------------------------------------------
-class XosSshServer(SshServer):
-    """The harness's sshd with the shipped xos.conf included first (its values win)."""
-
-    def config_text(self) -> str:
-        return "Include /etc/ssh/sshd_config.d/xos.conf\n" + super().config_text()
-
-
 @dataclass
 class Node:
     name: str

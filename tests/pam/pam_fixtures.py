@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from e2e.nodens import NodeNamespace
+from e2e.nodens import NodeNamespace, SshServer
 
 from pam_module import main, pam_file
 from pam_module.snippets import PAM_SNIPPETS
@@ -174,6 +174,15 @@ class PamNode:
         shadow_gid = os.stat("/etc/shadow").st_gid
         copy = self.ns.write_etc("shadow", text, 0o640)
         os.chown(copy, 0, shadow_gid)
+
+
+class XosSshServer(SshServer):
+    """The harness's sshd, with the shipped xos.conf included first: for sshd the first
+    value of a setting wins, so the shipped file decides UsePAM, the CA, the KRL, the host
+    certificate and keyboard-interactive, as it does under Debian's sshd_config."""
+
+    def config_text(self) -> str:
+        return "Include /etc/ssh/sshd_config.d/xos.conf\n" + super().config_text()
 
 
 def install_pam(ns: NodeNamespace, state: Path) -> PamNode:

@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 from e2e.nodens import (
     SSH_TOOLS,
-    SshServer,
     host_ca_known_hosts,
     keygen,
     missing_requirements,
     sign_key,
 )
-from pam_fixtures import ALICE, PamNode, pam_node, token_for, write_state
+from pam_fixtures import ALICE, PamNode, XosSshServer, pam_node, token_for, write_state
 
 from pam_module import pam_file, sshd_config
 from xos_tokens import SigningKey
@@ -35,15 +34,6 @@ if _reason:
 
 KEY = SigningKey.generate()
 PORT = 2222
-
-
-class XosSshServer(SshServer):
-    """The harness's sshd, with xos.conf included first: for sshd the first value of a
-    setting wins, so the shipped file decides UsePAM, the CA, the KRL, the host
-    certificate and keyboard-interactive, as it does under Debian's sshd_config."""
-
-    def config_text(self) -> str:
-        return "Include /etc/ssh/sshd_config.d/xos.conf\n" + super().config_text()
 
 
 @dataclass
