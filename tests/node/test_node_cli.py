@@ -4,6 +4,7 @@ errors, private files, and a daemon that stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from e2e.live import Live, live_service
 from node_fixtures import NODE, closed_port, seed_service
 
+import xos_node
 from xos_node.cli import main
 from xos_node.store import FILE_NAME
 
@@ -140,3 +142,17 @@ def test_the_node_agent_never_loads_the_service() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert done.stdout.decode().strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_shipped_systemd_unit_verifies(tmp_path: Path) -> None:
+    """xos_node/systemd/xos-node.service runs ``xos-node run`` and passes systemd's own
+    check once its ExecStart points at an installed xos-node."""
+    shipped = (Path(xos_node.__file__).parent / "systemd" / "xos-node.service").read_text()
+    assert "ExecStart=/opt/xos/.venv/bin/xos-node run --state-dir /var/lib/xos-node" in shipped
+    unit = tmp_path / "xos-node.service"
+    unit.write_text(shipped.replace("/opt/xos/.venv/bin/xos-node",
+                                    str(Path(sys.executable).with_name("xos-node"))))
+    verified = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
