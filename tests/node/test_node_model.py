@@ -69,6 +69,11 @@ def test_changes_make_a_new_snapshot_and_leave_the_old_one_serving(snap: Snapsho
     assert new.groups["atlas_higgs"].members == {"dave"} and "atlas_analysis" not in new.groups
     # the successor is as consistent as a snapshot read whole
     assert Snapshot.from_json(new.to_json()) == new
+    # and it says what it changed, so consumers follow the change instead of rebuilding
+    assert snap.touched is None and new.touched is not None
+    assert new.touched.users == {"alice", "bob", "dave"}
+    assert new.touched.groups == {"atlas", "atlas_higgs"}
+    assert new.touched.removed_groups == {"atlas_analysis"}
 
 
 def test_a_group_upsert_keeps_its_members(snap: Snapshot) -> None:
