@@ -27,8 +27,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from xos_node.errors import CorruptSnapshot
-from xos_node.store import read_document
+from xos_node.errors import NodeError
+from xos_node.journal import JOURNAL_NAME, read_entries
+from xos_node.model import DEFAULT_LIMITS, Snapshot
+from xos_node.store import read_store, replay
 
 from .accounts import AccountView, Conflict
 from .errors import NssPluginError
@@ -43,16 +45,30 @@ LOGGED_CONFLICTS = 20  # each is logged up to this many, then a count
 
 def load_snapshot(path: Path, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
     """Read a snapshot file: the node agent's store file (checksum verified, so a damaged
-    file is refused whole rather than served in part), or a bare API snapshot object.
-    Size is bounded before parsing."""
+    file is refused whole rather than served in part) with the changes journalled beside
+    it applied, or a bare API snapshot object. Size is bounded before parsing."""
+    data = _read_bounded(path, max_bytes)
+    try:
+        body, base = read_store(data, path, bare_ok=True)
+        journal = path.with_name(JOURNAL_NAME)
+        entries = read_entries(_read_bounded(journal, max_bytes), base, journal) \
+            if base and journal.exists() else []
+        if not entries:
+            return body
+        snapshot = Snapshot.from_json(body)
+        for answer in entries:
+            snapshot = replay(snapshot, answer, DEFAULT_LIMITS)
+        return snapshot.to_json()
+    except NodeError as error:
+        raise NssPluginError(error.message) from None
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
     with path.open("rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise NssPluginError(f"{path}: snapshot larger than {max_bytes} bytes")
-    try:
-        return read_document(data, path, bare_ok=True)
-    except CorruptSnapshot as error:
-        raise NssPluginError(error.message) from None
+    return data
 
 
 def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[int, int, int, int] | None, ...]:
@@ -93,7 +109,8 @@ class Provider:
         self.passwd = Path(args.passwd)
         self.group = Path(args.group)
         self.conflicts_path = Path(args.conflicts) if args.conflicts else None
-        self.watch = FilesWatch(self.snapshot, self.passwd, self.group)
+        self.watch = FilesWatch(self.snapshot, self.snapshot.with_name(JOURNAL_NAME),
+                                self.passwd, self.group)
 
     def load(self) -> AccountView:
         """A new view from the files as they are now (raises on any error)."""

@@ -1,11 +1,12 @@
 """The node's state as the PAM helpers see it: the ONLY module that reads the state directory.
 
-The node agent (``xos_node``) keeps three files in the state directory (``XOS_NODE_STATE``,
+The node agent (``xos_node``) keeps these files in the state directory (``XOS_NODE_STATE``,
 default ``/var/lib/xos-node``): ``snapshot.json`` (the agent's checksummed store file, read
-by ``xos_node.store.read_document``; a bare snapshot document of the VO service is accepted
-too), ``jwks.json`` (the service's JWKS) and ``node.json`` (``{"node": ..., "issuer": ...}``,
-plus an optional ``"ca_file"``: a PEM bundle for the service's TLS). When the agent's layout
-changes, only this module changes.
+by ``xos_node.store.read_store``; a bare snapshot document of the VO service is accepted
+too) with ``snapshot.journal`` (the changes applied since, ``xos_node.journal``),
+``jwks.json`` (the service's JWKS) and ``node.json`` (``{"node": ..., "issuer": ...}``,
+plus an optional ``"ca_file"``: a PEM bundle for the service's TLS). When the agent's
+layout changes, only this module changes.
 
 Why so strict: these files decide who logs in as whom, and the helpers run as root. A file
 that someone other than root could have written (not root-owned, group/world-writable, a
@@ -28,7 +29,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, TypeGuard
 
 from xos_node.errors import CorruptSnapshot
-from xos_node.store import read_document
+from xos_node.journal import JOURNAL_NAME, read_entries
+from xos_node.store import read_store
 from xos_tokens import InvalidKey, KeySet
 
 from .errors import StateError
@@ -38,11 +40,13 @@ DEFAULT_STATE_DIR = Path("/var/lib/xos-node")
 SNAPSHOT_FILE = "snapshot.json"
 JWKS_FILE = "jwks.json"
 NODE_FILE = "node.json"
+JOURNAL_FILE = JOURNAL_NAME
 #: Only root may have written what PAM trusts; the helpers run as root.
 TRUSTED_OWNERS = frozenset({0})
 #: Size limits, so that a runaway file cannot make every login slow or exhaust memory.
 #: A node learns only the users of its VOs; 256 MiB is far beyond any real snapshot.
-MAX_BYTES = {SNAPSHOT_FILE: 256 * 1024 * 1024, JWKS_FILE: 1024 * 1024, NODE_FILE: 64 * 1024}
+MAX_BYTES = {SNAPSHOT_FILE: 256 * 1024 * 1024, JOURNAL_FILE: 64 * 1024 * 1024,
+             JWKS_FILE: 1024 * 1024, NODE_FILE: 64 * 1024}
 USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # DESIGN's POSIX-safe name, fullmatch
 #: Numbers PAM will hand to chown or trust as an identity: never root, never the
 #: "nobody"/(uid_t)-1 family, never beyond 2^31 (signed 32-bit tools break there).
@@ -97,7 +101,7 @@ def load_state(directory: str | os.PathLike[str]) -> NodeState:
     with _open_directory(path) as dir_fd:
         node_doc = _read_json(dir_fd, path, NODE_FILE)
         jwks_doc = _read_json(dir_fd, path, JWKS_FILE)
-        snapshot = _read_snapshot(dir_fd, path)
+        snapshot, entries = _read_snapshot(dir_fd, path)
     node, issuer, ca_file = _node_info(node_doc)
     try:
         keys = KeySet(jwks_doc)
@@ -110,6 +114,7 @@ def load_state(directory: str | os.PathLike[str]) -> NodeState:
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
         raise StateError(f"{path / SNAPSHOT_FILE}: 'revision' is not a revision number")
     users = _users(snapshot.get("users"), path / SNAPSHOT_FILE)
+    revision = _replay_users(users, revision, entries, path / JOURNAL_FILE)
     return NodeState(directory=path, node=node, issuer=issuer, revision=revision,
                      users=MappingProxyType(users), keys=keys, ca_file=ca_file)
 
@@ -145,12 +150,20 @@ def _open_directory(path: Path) -> Iterator[int]:
 
 def _read_bytes(dir_fd: int, directory: Path, name: str) -> bytes:
     """One state file's bytes, checked on the opened descriptor (no race)."""
+    data = _read_file(dir_fd, directory, name)
+    if data is None:
+        raise StateError(f"{directory / name} does not exist (is the node agent running?)")
+    return data[0]
+
+
+def _read_file(dir_fd: int, directory: Path, name: str) -> tuple[bytes, int] | None:
+    """A state file's bytes and inode number, None if it does not exist."""
     where = directory / name
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                      dir_fd=dir_fd)
     except FileNotFoundError:
-        raise StateError(f"{where} does not exist (is the node agent running?)") from None
+        return None
     except OSError as error:  # ELOOP: a symlink
         raise StateError(f"cannot open {where}: {error.strerror}") from None
     try:
@@ -169,7 +182,7 @@ def _read_bytes(dir_fd: int, directory: Path, name: str) -> bytes:
         os.close(fd)
     if len(data) > limit:
         raise StateError(f"refusing {where}: larger than {limit} bytes")
-    return data
+    return data, st.st_ino
 
 
 def _read_json(dir_fd: int, directory: Path, name: str) -> dict[str, Any]:
@@ -184,13 +197,51 @@ def _read_json(dir_fd: int, directory: Path, name: str) -> dict[str, Any]:
     return document
 
 
-def _read_snapshot(dir_fd: int, directory: Path) -> dict[str, Any]:
-    """The snapshot the agent stored, its checksum verified."""
-    data = _read_bytes(dir_fd, directory, SNAPSHOT_FILE)
+def _read_snapshot(dir_fd: int, directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The snapshot the agent stored and the changes journalled since, checksums verified.
+
+    The two files are read as one state: if the agent replaced the snapshot file (and
+    started a new journal) in between, they are read again."""
+    where = directory / SNAPSHOT_FILE
+    for _ in range(3):
+        found = _read_file(dir_fd, directory, SNAPSHOT_FILE)
+        if found is None:
+            raise StateError(f"{where} does not exist (is the node agent running?)")
+        data, inode = found
+        journal = _read_file(dir_fd, directory, JOURNAL_FILE)
+        try:
+            now = os.stat(SNAPSHOT_FILE, dir_fd=dir_fd, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            now = None
+        if now == inode:
+            break
+    else:
+        raise StateError(f"{where} kept changing while it was read")
     try:
-        return read_document(data, directory / SNAPSHOT_FILE, bare_ok=True)
+        snapshot, base = read_store(data, where, bare_ok=True)
+        entries = read_entries(journal[0], base, directory / JOURNAL_FILE) \
+            if journal is not None and base else []
     except CorruptSnapshot as error:
         raise StateError(error.message) from None
+    return snapshot, entries
+
+
+def _replay_users(users: dict[str, SnapshotUser], revision: int,
+                  entries: list[dict[str, Any]], where: Path) -> int:
+    """Apply the journalled answers' users (what PAM decides by) in order; the revision
+    they bring the snapshot to. Each answer must follow the one before."""
+    for number, answer in enumerate(entries, 1):
+        since, moved = answer.get("since"), answer.get("revision")
+        if type(since) is not int or type(moved) is not int or not revision <= since < moved:
+            raise StateError(f"{where}: entry {number} does not follow revision {revision}")
+        changed = _users(answer.get("users"), where)
+        for name, user in changed.items():
+            old = users.get(name)
+            if old is not None and (old.id, old.uid) != (user.id, user.uid):
+                raise StateError(f"{where}: entry {number} gives {name} another id or uid")
+            users[name] = user
+        revision = moved
+    return revision
 
 
 # -- validating content ---------------------------------------------------------------

@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CorruptSnapshot, StoreError, SyncRefused
-from .model import DEFAULT_LIMITS, Limits, Snapshot
+from .errors import CorruptSnapshot, ResyncRequired, StoreError, SyncRefused
+from .journal import JOURNAL_NAME, canonical, entry_bytes, read_entries
+from .model import CHANGE_LISTS, DEFAULT_LIMITS, Limits, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,20 @@ FORMAT = "xos-node-snapshot"
 VERSION = 1
 #: far above DESIGN.md's largest node (a million users is some 200 MB of JSON)
 MAX_FILE = 2 * 1024**3
+#: journal bytes before a compaction (or a quarter of the snapshot file, if larger)
+COMPACT_AT = 1024**2
 
 
-def canonical(snapshot: dict[str, Any]) -> bytes:
-    """The one byte form of a snapshot that the checksum covers (sorted keys, ASCII)."""
-    return json.dumps(snapshot, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True).encode()
+def replay(snapshot: Snapshot, answer: dict[str, Any], limits: Limits) -> Snapshot:
+    """``snapshot`` moved on by a journalled changes ``answer``. The revision may have
+    moved between two entries through answers without changes for this node (they are
+    not journalled): the answer then applies from its own ``since``."""
+    since = answer.get("since")
+    if type(since) is int and since > snapshot.revision:
+        snapshot = snapshot.apply_changes({**answer, **{key: [] for key in CHANGE_LISTS},
+                                           "since": snapshot.revision, "revision": since},
+                                          limits)
+    return snapshot.apply_changes(answer, limits)
 
 
 _HEAD = b'{"format":"' + FORMAT.encode() + b'","version":' + str(VERSION).encode() \
@@ -57,7 +66,15 @@ def file_bytes(body: bytes) -> bytes:
 
 
 def read_document(data: bytes, where: object, *, bare_ok: bool = False) -> dict[str, Any]:
-    """The snapshot object a store file holds, its checksum verified; CorruptSnapshot if not.
+    """The snapshot object a store file holds, its checksum verified (see
+    :func:`read_store`); the journal is not applied."""
+    return read_store(data, where, bare_ok=bare_ok)[0]
+
+
+def read_store(data: bytes, where: object, *,
+               bare_ok: bool = False) -> tuple[dict[str, Any], str]:
+    """The snapshot object a store file holds and its checksum (the journal's ``base``),
+    the checksum verified; CorruptSnapshot if not. A bare object's checksum is "".
 
     The one reader of the file format for the agent, the NSS provider and the PAM helpers.
     A file as :func:`file_bytes` wrote it is checked on its raw bytes and parsed once (a
@@ -76,13 +93,13 @@ def read_document(data: bytes, where: object, *, bare_ok: bool = False) -> dict[
         snapshot = _parse(body, where)
         if not isinstance(snapshot, dict):
             raise CorruptSnapshot(f"{where} holds no snapshot object")
-        return snapshot
+        return snapshot, data[len(_HEAD):digest_end].decode()
     document = _parse(data, where)
     if not isinstance(document, dict):
         raise CorruptSnapshot(f"{where} is not a JSON object")
     if document.get("format") != FORMAT:
         if bare_ok and "format" not in document:
-            return document
+            return document, ""
         raise CorruptSnapshot(f"{where} is not an xos-node snapshot file")
     if document.get("version") != VERSION:
         raise CorruptSnapshot(f"{where} has format version {document.get('version')!r},"
@@ -90,9 +107,10 @@ def read_document(data: bytes, where: object, *, bare_ok: bool = False) -> dict[
     snapshot = document.get("snapshot")
     if not isinstance(snapshot, dict):
         raise CorruptSnapshot(f"{where} holds no snapshot object")
-    if document.get("sha256") != hashlib.sha256(canonical(snapshot)).hexdigest():
+    digest = hashlib.sha256(canonical(snapshot)).hexdigest()
+    if document.get("sha256") != digest:
         raise CorruptSnapshot(f"{where} does not match its checksum (altered or damaged)")
-    return snapshot
+    return snapshot, digest
 
 
 def _parse(data: bytes, where: object) -> Any:
@@ -104,55 +122,116 @@ def _parse(data: bytes, where: object) -> Any:
 
 
 class SnapshotStore:
-    """``snapshot.json`` in ``directory`` (created 0700 on the first save)."""
+    """``snapshot.json`` and its journal in ``directory`` (created 0700 on the first save).
+
+    :meth:`save` writes a whole snapshot; :meth:`append` journals one changes answer
+    (the cost of the change) and compacts, i.e. saves whole, once the journal has grown
+    past ``compact_at`` bytes (at least a quarter of the snapshot file)."""
 
     def __init__(self, directory: str | os.PathLike[str],
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, *, compact_at: int = COMPACT_AT) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
+        self.journal = self.directory / JOURNAL_NAME
         self.limits = limits
+        self.compact_at = compact_at
+        self._base: str | None = None  # the snapshot file's digest, once read or written
+        self._base_size = 0
+        self._journal_size = 0
 
     # -- reading -----------------------------------------------------------------------
     def load(self) -> Snapshot | None:
-        """The stored snapshot, None when there is none yet.
+        """The stored snapshot with its journal applied, None when there is none yet.
 
         Raises ``CorruptSnapshot`` (and logs why) for a file that is truncated, altered or
         invalid, and ``StoreError`` when the directory is unsafe or unreadable."""
         if not self.directory.exists():
             return None
         self._check_directory()
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        data = self._read(self.path, MAX_FILE)
+        if data is None:
             return None
-        except OSError as error:
-            raise StoreError(f"cannot read {self.path}: {error.strerror or error}") from None
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(MAX_FILE + 1)
         try:
-            return self._decode(data)
+            return self._decode(data, self._read(self.journal, MAX_FILE) or b"")
         except CorruptSnapshot as error:
             log.error("refusing the stored snapshot %s: %s", self.path, error.message)
             raise
 
-    def _decode(self, data: bytes) -> Snapshot:
-        if len(data) > MAX_FILE:
-            raise CorruptSnapshot(f"{self.path} is larger than {MAX_FILE} bytes")
-        body = read_document(data, self.path)
+    def _read(self, path: Path, limit: int) -> bytes | None:
         try:
-            return Snapshot.from_json(body, limits=self.limits)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise CorruptSnapshot(f"{path} is larger than {limit} bytes")
+        return data
+
+    def _decode(self, data: bytes, journal: bytes) -> Snapshot:
+        body, base = read_store(data, self.path)
+        try:
+            snapshot = Snapshot.from_json(body, limits=self.limits)
         except SyncRefused as error:
             raise CorruptSnapshot(f"{self.path} holds an invalid snapshot: {error.reason}"
                                   ) from None
+        entries = read_entries(journal, base, self.journal)
+        for number, answer in enumerate(entries, 1):
+            try:
+                snapshot = replay(snapshot, answer, self.limits)
+            except (SyncRefused, ResyncRequired) as error:
+                raise CorruptSnapshot(f"{self.journal}: entry {number} does not apply:"
+                                      f" {error.message}") from None
+        self._base, self._base_size = base, len(data)
+        self._journal_size = len(journal) if entries else 0
+        return snapshot
 
     # -- writing -----------------------------------------------------------------------
     def save(self, snapshot: Snapshot) -> None:
-        """Replace the stored snapshot by ``snapshot`` atomically and durably."""
-        data = file_bytes(canonical(snapshot.to_json()))
+        """Replace the stored snapshot by ``snapshot`` atomically and durably, and start
+        the journal afresh."""
+        body = canonical(snapshot.to_json())
+        data = file_bytes(body)
         self._prepare_directory()
         with self._locked():
             self._remove_leftovers()
             self._replace(data)
+            # after the rename: a crash before this unlink leaves entries for the old
+            # file, which readers recognize by their base and do not use
+            with contextlib.suppress(FileNotFoundError):
+                self.journal.unlink()
+        self._base = hashlib.sha256(body).hexdigest()
+        self._base_size, self._journal_size = len(data), 0
+
+    def append(self, snapshot: Snapshot, answer: dict[str, Any]) -> None:
+        """Make ``snapshot``, which is the stored one moved on by the changes ``answer``,
+        durable: one journal line, or a whole save when there is no stored file to
+        journal against yet or the journal is due for compaction."""
+        line = entry_bytes(self._base, answer) if self._base else b""
+        if not line or self._journal_size + len(line) > max(self.compact_at,
+                                                            self._base_size // 4):
+            self.save(snapshot)
+            return
+        with self._locked():
+            try:
+                fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as error:
+                raise StoreError(f"cannot open {self.journal}: {error.strerror or error}"
+                                 ) from None
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            except OSError as error:
+                raise StoreError(f"cannot write {self.journal}: {error.strerror or error}"
+                                 ) from None
+            finally:
+                os.close(fd)
+            if self._journal_size == 0:
+                self._fsync_directory()  # the journal's own directory entry
+        self._journal_size += len(line)
 
     def quarantine(self) -> Path | None:
         """Move a refused snapshot file aside (``snapshot.json.corrupt``) for the operator

@@ -165,7 +165,7 @@ class SyncLoop:
         if not carries_changes(answer):
             self.snapshot = successor  # same view at a later revision: nothing to save
             return UNCHANGED
-        self._install(successor)
+        self._install(successor, answer)
         return CHANGES
 
     def _take_snapshot(self) -> str:
@@ -178,18 +178,23 @@ class SyncLoop:
         self._install(fresh.keeping_departed(previous))
         return SNAPSHOT
 
-    def _install(self, snapshot: Snapshot) -> None:
+    def _install(self, snapshot: Snapshot, answer: dict[str, Any] | None = None) -> None:
         """Save, swap, announce: in this order, so what is announced survives a crash.
 
-        A snapshot that cannot be saved (disk full) is still swapped in: serving a
-        revocation from memory beats serving the stale file; the save is retried."""
-        self._save(snapshot)
+        A changes ``answer`` is journalled (the store's cost follows the change); a
+        snapshot is saved whole. A snapshot that cannot be saved (disk full) is still
+        swapped in: serving a revocation from memory beats serving the stale file; the
+        save is retried, whole."""
+        self._save(snapshot, answer)
         self.snapshot = snapshot
         self._notify(snapshot)
 
-    def _save(self, snapshot: Snapshot) -> None:
+    def _save(self, snapshot: Snapshot, answer: dict[str, Any] | None = None) -> None:
         try:
-            self.store.save(snapshot)
+            if answer is not None and not self._unsaved:
+                self.store.append(snapshot, answer)
+            else:
+                self.store.save(snapshot)
         except StoreError as error:
             self._unsaved = True
             log.error("cannot save the snapshot of revision %d: %s", snapshot.revision,

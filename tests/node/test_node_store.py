@@ -219,3 +219,67 @@ def test_quarantine_moves_a_refused_file_aside(tmp_path: Path, snap: Snapshot) -
     assert store.load() is None and store.quarantine() is None
     store.save(snap)
     assert store.load() == snap
+
+
+# -- the journal: a change costs a line, not a rewrite -------------------------------------
+def test_changes_are_journalled_and_replayed(tmp_path: Path, snap: Snapshot) -> None:
+    store = SnapshotStore(tmp_path / "state")
+    store.save(snap)
+    written = store.path.read_bytes()
+    suspend = changes_answer(users=[user("bob", 200001, locked=True)])
+    first = snap.apply_changes(suspend)
+    store.append(first, suspend)
+    # answers without changes move the revision on and are not journalled: a gap
+    quiet = changes_answer(since=first.revision, revision=first.revision + 5)
+    moved = first.apply_changes(quiet)
+    join = changes_answer(since=moved.revision, revision=moved.revision + 1,
+                          users=[user("dave", 200003)])
+    last = moved.apply_changes(join)
+    store.append(last, join)
+    assert store.path.read_bytes() == written  # the snapshot file was not rewritten
+    assert len(store.journal.read_bytes().splitlines()) == 2
+    assert mode(store.journal) == 0o600
+    loaded = SnapshotStore(tmp_path / "state").load()
+    assert loaded == last and loaded is not None and loaded.users["bob"].locked
+
+
+def test_the_journal_is_compacted_into_a_whole_save(tmp_path: Path, snap: Snapshot) -> None:
+    store = SnapshotStore(tmp_path / "state", compact_at=1)  # every answer compacts
+    store.save(snap)
+    answer = changes_answer(users=[user("dave", 200003)])
+    newer = snap.apply_changes(answer)
+    store.append(newer, answer)
+    assert not store.journal.exists()
+    assert json.loads(store.path.read_text())["snapshot"]["revision"] == newer.revision
+    assert SnapshotStore(tmp_path / "state").load() == newer
+
+
+def test_a_torn_last_line_is_dropped_and_damage_refused(tmp_path: Path,
+                                                        snap: Snapshot) -> None:
+    store = SnapshotStore(tmp_path / "state")
+    store.save(snap)
+    answer = changes_answer(users=[user("bob", 200001, locked=True)])
+    newer = snap.apply_changes(answer)
+    store.append(newer, answer)
+    line = store.journal.read_bytes()
+    store.journal.write_bytes(line + line[:40])  # a crash in the middle of an append
+    assert SnapshotStore(tmp_path / "state").load() == newer
+    store.journal.write_bytes(line.replace(b'"locked":true', b'"locked":false'))
+    with pytest.raises(CorruptSnapshot, match="does not match its checksum"):
+        SnapshotStore(tmp_path / "state").load()
+    store.journal.write_bytes(line + line)  # the same answer twice: a replay
+    with pytest.raises(CorruptSnapshot, match="entry 2 does not apply"):
+        SnapshotStore(tmp_path / "state").load()
+
+
+def test_a_journal_left_by_a_crashed_compaction_is_not_used(tmp_path: Path,
+                                                            snap: Snapshot) -> None:
+    store = SnapshotStore(tmp_path / "state")
+    store.save(snap)
+    answer = changes_answer(users=[user("bob", 200001, locked=True)])
+    newer = snap.apply_changes(answer)
+    store.append(newer, answer)
+    stale = store.journal.read_bytes()
+    store.save(newer)  # compaction ...
+    store.journal.write_bytes(stale)  # ... that crashed before removing the old journal
+    assert SnapshotStore(tmp_path / "state").load() == newer

@@ -221,17 +221,16 @@ def test_a_snapshot_that_cannot_be_saved_still_serves_and_is_saved_later(
                                     changes_answer(since=REVISION + 1, revision=REVISION + 1)])
     loop = SyncLoop(source, store, lambda s: seen.append(s.revision))
     loop.step()
-    real_save = store.save
-
-    def disk_full(snapshot: Snapshot) -> None:
+    def disk_full(*args: object) -> None:
         raise StoreError("cannot write snapshot.json: No space left on device")
 
-    monkeypatch.setattr(store, "save", disk_full)
-    result = loop.step()
+    with monkeypatch.context() as patched:  # neither a journal line nor a whole file
+        patched.setattr(store, "save", disk_full)
+        patched.setattr(store, "append", disk_full)
+        result = loop.step()
     assert result.outcome == CHANGES and not result.saved
     assert loop.snapshot is not None and loop.snapshot.users["bob"].locked  # the revocation
     assert seen == [REVISION, REVISION + 1]
-    monkeypatch.setattr(store, "save", real_save)
     assert loop.step().saved
     assert store.load() == loop.snapshot
 

@@ -216,3 +216,24 @@ def test_refuses_a_bad_service_name(files: Path) -> None:
     finally:
         stop(proc)
     assert "systemd's own namespace" in (files / "daemon.log").read_text()
+
+
+def test_the_agents_journal_is_read_with_its_snapshot(tmp_path: Path) -> None:
+    """A change the agent journalled beside its snapshot file is served too."""
+    from nss_plugin.daemon import load_snapshot
+    from xos_node.model import Snapshot
+    from xos_node.store import SnapshotStore
+
+    data = {**atlas_snapshot(), "node": "wn1.grid.example", "vos": ["atlas"]}
+    store = SnapshotStore(tmp_path / "state")
+    store.save(Snapshot.from_json(data))
+    current = store.load()
+    assert current is not None
+    alice = next(u for u in data["users"] if u["name"] == "alice")
+    answer = {"node": "wn1.grid.example", "since": 42, "revision": 43,
+              "resync_required": False, "users": [{**alice, "locked": True}], "groups": [],
+              "removed_groups": [], "members_added": [], "members_removed": []}
+    store.append(current.apply_changes(answer), answer)
+    served = load_snapshot(store.path)
+    assert served["revision"] == 43
+    assert next(u for u in served["users"] if u["name"] == "alice")["locked"] is True

@@ -201,3 +201,24 @@ def test_an_altered_store_file_is_refused_whole(state: Path) -> None:
     path.write_bytes(path.read_bytes()[:-40])  # truncated by a crash
     with pytest.raises(StateError, match="snapshot.json"):
         load_state(state)
+
+
+def test_the_agents_journal_is_applied(state: Path) -> None:
+    """A suspension the agent journalled (without rewriting snapshot.json) counts at once."""
+    from xos_node.store import SnapshotStore
+
+    _store_snapshot(state)
+    store = SnapshotStore(state)
+    current = store.load()
+    assert current is not None
+    answer = {"node": NODE, "since": 42, "revision": 45, "resync_required": False,
+              "users": [{**ALICE, "locked": True}], "groups": [], "removed_groups": [],
+              "members_added": [], "members_removed": []}
+    store.append(current.apply_changes(answer), answer)
+    assert (state / "snapshot.journal").exists()
+    loaded = load_state(state)
+    assert loaded.users["alice"].locked and loaded.revision == 45
+    journal = state / "snapshot.journal"
+    journal.write_bytes(journal.read_bytes().replace(b'"locked":true', b'"locked":false'))
+    with pytest.raises(StateError, match="does not match its checksum"):
+        load_state(state)
