@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from immutables import Map
 
 from .errors import SnapshotError
+
+if TYPE_CHECKING:
+    from xos_node.model import Snapshot as NodeSnapshot
 
 NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # used with fullmatch: "$" allows "\n"
 NUMBER_MIN = 1000
@@ -70,7 +75,7 @@ class Group:
 
     name: str
     gid: int
-    members: tuple[str, ...] = ()
+    members: Collection[str] = ()  # a tuple, or the agent's persistent set of names
     path: str | None = None
     vo: str | None = None
     private: bool = False  # the user's own group: primary gid, never a membership
@@ -321,33 +326,174 @@ class AccountView:
                                 f"{limits.max_memberships}")
 
         conflicts: list[Conflict] = []
-        self._users_by_name: dict[str, User] = {}
-        self._users_by_uid: dict[int, User] = {}
-        self._groups_by_name: dict[str, Group] = {}
-        self._groups_by_gid: dict[int, Group] = {}
+        users_by_name: dict[str, User] = {}
+        users_by_uid: dict[int, User] = {}
+        groups_by_name: dict[str, Group] = {}
+        groups_by_gid: dict[int, Group] = {}
+
+        def add_group(group: Group) -> None:
+            groups_by_name[group.name] = groups_by_gid[group.gid] = group
+
         for user in users:
             if reasons := _user_clashes(user, local):
                 conflicts.append(Conflict("user", user.name, user.uid, "; ".join(reasons)))
                 continue
-            self._users_by_name[user.name] = user
-            self._users_by_uid[user.uid] = user
-            self._add_group(Group(user.name, user.gid, private=True))
+            users_by_name[user.name] = user
+            users_by_uid[user.uid] = user
+            add_group(Group(user.name, user.gid, private=True))
         groups_of: dict[str, list[str]] = {}
         for group, members in raw_groups:
             if reasons := _group_clashes(group, local):
                 conflicts.append(Conflict("group", group.name, group.gid, "; ".join(reasons)))
                 continue
-            served = tuple(m for m in members if m in self._users_by_name)
-            self._add_group(Group(group.name, group.gid, served, group.path, group.vo))
+            served = tuple(m for m in members if m in users_by_name)
+            add_group(Group(group.name, group.gid, served, group.path, group.vo))
             for member in served:
                 groups_of.setdefault(member, []).append(group.name)
-        self._groups_of: dict[str, tuple[str, ...]] = {
-            name: tuple(sorted(names)) for name, names in groups_of.items()}
-        self.conflicts: tuple[Conflict, ...] = tuple(conflicts)
+        self._freeze(users_by_name, users_by_uid, groups_by_name, groups_by_gid,
+                     {name: tuple(sorted(names)) for name, names in groups_of.items()},
+                     conflicts, local)
 
-    def _add_group(self, group: Group) -> None:
-        self._groups_by_name[group.name] = group
-        self._groups_by_gid[group.gid] = group
+    def _freeze(self, users_by_name: Mapping[str, User], users_by_uid: Mapping[int, User],
+                groups_by_name: Mapping[str, Group], groups_by_gid: Mapping[int, Group],
+                groups_of: Mapping[str, tuple[str, ...]], conflicts: Iterable[Conflict],
+                local: LocalAccounts) -> None:
+        """Keep the indexes as persistent maps: :meth:`updated` shares them with its
+        successor and copies only what a change touches."""
+        self._users_by_name: Map[str, User] = Map(users_by_name)
+        self._users_by_uid: Map[int, User] = Map(users_by_uid)
+        self._groups_by_name: Map[str, Group] = Map(groups_by_name)
+        self._groups_by_gid: Map[int, Group] = Map(groups_by_gid)
+        self._groups_of: Map[str, tuple[str, ...]] = Map(groups_of)
+        self.conflicts: tuple[Conflict, ...] = tuple(conflicts)
+        self._local = local
+
+    # -- the node agent's snapshots: no second parse, and changes that cost their size ------
+    @classmethod
+    def from_snapshot(cls, snapshot: NodeSnapshot,
+                      local: LocalAccounts | None = None) -> AccountView:
+        """The view of the node agent's snapshot, which ``xos_node.model`` has validated
+        (names, numbers, uniqueness, members): only the local accounts are checked here."""
+        local = local or LocalAccounts()
+        conflicts: list[Conflict] = []
+        users_by_name: dict[str, User] = {}
+        users_by_uid: dict[int, User] = {}
+        groups_by_name: dict[str, Group] = {}
+        groups_by_gid: dict[int, Group] = {}
+        for name, entry in snapshot.users.items():
+            user = User(name, entry.uid, entry.gid, entry.display_name, entry.locked, entry.id)
+            if reasons := _user_clashes(user, local):
+                conflicts.append(Conflict("user", name, user.uid, "; ".join(reasons)))
+                continue
+            users_by_name[name] = users_by_uid[user.uid] = user
+            groups_by_name[name] = groups_by_gid[user.gid] = Group(name, user.gid,
+                                                                    private=True)
+        refused = [c.name for c in conflicts]
+        groups_of: dict[str, list[str]] = {}
+        for name, group_entry in snapshot.groups.items():
+            members: Any = group_entry.members
+            hidden = [user for user in refused if user in members]
+            if hidden:  # a local account that shares a VO user's name gains nothing
+                members = members.changed((), hidden)
+            group = Group(name, group_entry.gid, members, group_entry.path, group_entry.vo)
+            if reasons := _group_clashes(group, local):
+                conflicts.append(Conflict("group", name, group.gid, "; ".join(reasons)))
+                continue
+            groups_by_name[name] = groups_by_gid[group.gid] = group
+            for member in members:
+                groups_of.setdefault(member, []).append(name)
+        view = cls.__new__(cls)
+        view.revision, view.node = snapshot.revision, snapshot.node
+        view._freeze(users_by_name, users_by_uid, groups_by_name, groups_by_gid,
+                     {user: tuple(sorted(names)) for user, names in groups_of.items()},
+                     sorted(conflicts, key=lambda c: (c.kind, c.name)), local)
+        return view
+
+    def updated(self, snapshot: NodeSnapshot) -> AccountView:
+        """The view of ``snapshot``, a successor of the one this view shows: only what it
+        touched is redone (a whole build when it does not say what it touched, or was made
+        from an older snapshot than this view's). The caller must have shown this view
+        every snapshot that changed something since: answers without changes move the
+        revision on in between, so a gap in revisions alone proves nothing missing."""
+        touched = snapshot.touched
+        if touched is None or touched.since < self.revision:
+            return AccountView.from_snapshot(snapshot, self._local)
+        return self._changed(snapshot, touched.users, touched.groups, touched.removed_groups,
+                             touched.memberships)
+
+    def _changed(self, snapshot: NodeSnapshot, users: Iterable[str], groups: Iterable[str],
+                 removed_groups: Iterable[str],
+                 pairs: Iterable[tuple[str, str]]) -> AccountView:
+        by_name, by_uid = self._users_by_name.mutate(), self._users_by_uid.mutate()
+        groups_by_name, by_gid = self._groups_by_name.mutate(), self._groups_by_gid.mutate()
+        groups_of = self._groups_of.mutate()
+        conflicts = {(c.kind, c.name): c for c in self.conflicts}
+        local = self._local
+        for name in users:
+            entry = snapshot.users[name]
+            user = User(name, entry.uid, entry.gid, entry.display_name, entry.locked, entry.id)
+            conflicts.pop(("user", name), None)
+            if reasons := _user_clashes(user, local):
+                # names and numbers never change, so a refused user was never served
+                conflicts[("user", name)] = Conflict("user", name, user.uid,
+                                                     "; ".join(reasons))
+                continue
+            by_name[name] = by_uid[user.uid] = user
+            groups_by_name[name] = by_gid[user.gid] = Group(name, user.gid, private=True)
+        refused = [name for kind, name in conflicts if kind == "user"]
+
+        def drop(group: Group) -> None:
+            del groups_by_name[group.name]
+            del by_gid[group.gid]
+            for member in group.members:
+                rest = tuple(g for g in groups_of.get(member, ()) if g != group.name)
+                if rest:
+                    groups_of[member] = rest
+                else:
+                    groups_of.pop(member, None)
+
+        for name in removed_groups:
+            conflicts.pop(("group", name), None)
+            old = groups_by_name.get(name)
+            if old is not None and not old.private:
+                drop(old)
+        for name in groups:
+            group_entry = snapshot.groups[name]
+            members: Any = group_entry.members
+            hidden = [user for user in refused if user in members]
+            if hidden:  # a local account that shares a VO user's name gains nothing
+                members = members.changed((), hidden)
+            group = Group(name, group_entry.gid, members, group_entry.path, group_entry.vo)
+            conflicts.pop(("group", name), None)
+            if reasons := _group_clashes(group, local):
+                conflicts[("group", name)] = Conflict("group", name, group.gid,
+                                                      "; ".join(reasons))
+                old = groups_by_name.get(name)
+                if old is not None and not old.private:
+                    drop(old)
+                continue
+            groups_by_name[name] = by_gid[group.gid] = group
+        for user_name, group_name in pairs:
+            found = groups_by_name.get(group_name)
+            served = user_name in by_name and found is not None and not found.private \
+                and user_name in found.members
+            current = groups_of.get(user_name, ())
+            if served and group_name not in current:
+                groups_of[user_name] = tuple(sorted((*current, group_name)))
+            elif not served and group_name in current:
+                rest = tuple(g for g in current if g != group_name)
+                if rest:
+                    groups_of[user_name] = rest
+                else:
+                    del groups_of[user_name]
+        view = AccountView.__new__(AccountView)
+        view.revision, view.node = snapshot.revision, snapshot.node
+        view._users_by_name, view._users_by_uid = by_name.finish(), by_uid.finish()
+        view._groups_by_name, view._groups_by_gid = groups_by_name.finish(), by_gid.finish()
+        view._groups_of = groups_of.finish()
+        view.conflicts = tuple(sorted(conflicts.values(), key=lambda c: (c.kind, c.name)))
+        view._local = local
+        return view
 
     @classmethod
     def empty(cls) -> AccountView:
@@ -383,21 +529,24 @@ class AccountView:
         """The VO groups ``user`` is a member of (not the private, primary group)."""
         return self._groups_of.get(user, ())
 
-    def members_of(self, group: str) -> tuple[str, ...]:
+    def members_of(self, group: str) -> Collection[str]:
         found = self._groups_by_name.get(group)
         return found.members if found is not None else ()
 
     # -- enumeration -------------------------------------------------------------------------
     def users(self) -> Iterator[User]:
-        return iter(self._users_by_name.values())
+        """Every user, by name (enumeration: ``getent passwd``)."""
+        return iter(sorted(self._users_by_name.values(), key=lambda u: u.name))
 
     def groups(self) -> Iterator[Group]:
-        return iter(self._groups_by_name.values())
+        """The private groups by name, then the VO groups by name."""
+        return iter(sorted(self._groups_by_name.values(), key=lambda g: (not g.private,
+                                                                         g.name)))
 
     def memberships(self) -> Iterator[tuple[str, str]]:
         """Every (user, group) pair, grouped by group."""
-        for group in self._groups_by_name.values():
-            for member in group.members:
+        for group in self.groups():
+            for member in sorted(group.members):
                 yield member, group.name
 
     def __len__(self) -> int:

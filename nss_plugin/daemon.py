@@ -137,13 +137,18 @@ def build_view(snapshot: dict[str, Any], passwd: Path, group: Path,
     """The view of ``snapshot`` beside the local files, its refusals logged and reported
     (raises on a snapshot that does not validate)."""
     view = AccountView.from_files(snapshot, passwd, group)
+    report_conflicts(view, conflicts_path)
+    return view
+
+
+def report_conflicts(view: AccountView, conflicts_path: Path | None = None) -> None:
+    """Log what local accounts refused (the first few) and write the whole list."""
     for conflict in view.conflicts[:LOGGED_CONFLICTS]:
         log.warning("%s", conflict)
     if len(view.conflicts) > LOGGED_CONFLICTS:
         log.warning("... and %d more refused entries", len(view.conflicts) - LOGGED_CONFLICTS)
     if conflicts_path is not None:
         write_conflicts(conflicts_path, view.revision, view.conflicts)
-    return view
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -515,6 +515,10 @@ class Touched:
     users: frozenset[str]
     groups: frozenset[str]
     removed_groups: frozenset[str]
+    #: (user, group) pairs whose membership may have changed (added or removed)
+    memberships: frozenset[tuple[str, str]] = frozenset()
+    #: the revision of the snapshot these changes were applied to
+    since: int = 0
 
 
 class _Successor:
@@ -531,6 +535,7 @@ class _Successor:
         self.id_owner = base._id_owner.mutate()
         self.touched_users: set[str] = set()
         self.touched_groups: set[str] = set()
+        self.touched_pairs: set[tuple[str, str]] = set()
 
     def build(self, revision: int, lists: dict[str, list[Any]]) -> Snapshot:
         self._upsert_users(lists["users"])
@@ -547,7 +552,8 @@ class _Successor:
         if len(self.groups) > self.limits.groups:
             raise SyncRefused(f"groups: more than the limit of {self.limits.groups}")
         touched = Touched(frozenset(self.touched_users),
-                          frozenset(self.touched_groups - removed), frozenset(removed))
+                          frozenset(self.touched_groups - removed), frozenset(removed),
+                          frozenset(self.touched_pairs), self.base.revision)
         return Snapshot._assemble(self.base, revision, self.users.finish(),
                                   self.groups.finish(), self.uid_owner.finish(),
                                   self.gid_owner.finish(), self.id_owner.finish(), touched)
@@ -619,6 +625,7 @@ class _Successor:
         for name, (plus, minus) in changes.items():
             old = self.groups[name]
             members = old.members.changed(plus, minus)
+            self.touched_pairs.update((user, name) for user in plus | minus)
             if len(members) > self.limits.members:
                 raise SyncRefused(f"group {name}: more than {self.limits.members} members")
             self.groups[name] = Group(old.name, old.gid, old.path, old.vo, members)

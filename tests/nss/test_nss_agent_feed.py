@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,25 @@ def test_snapshots_are_served_and_local_accounts_win() -> None:
                                      "vos": ["atlas"]}))
             served = _names(socket)
             assert "alice" in served
+            # a successor: the view follows what it touched (alice suspended, dave joins)
+            first = Snapshot.from_json({**data, "node": "wn1.grid.example", "vos": ["atlas"]})
+            alice = first.users["alice"].to_json()
+            nxt = first.apply_changes({
+                "node": "wn1.grid.example", "since": first.revision,
+                "revision": first.revision + 3, "resync_required": False,
+                "users": [{**alice, "locked": True},
+                          {**alice, "id": str(uuid.uuid4()), "name": "dave",
+                           "uid": 200099, "gid": 200099}],
+                "groups": [], "removed_groups": [],
+                "members_added": [{"user": "dave", "group": "atlas"}],
+                "members_removed": []})
+            feed(nxt)
+            [locked] = userdb_call(socket, "GetUserRecord", userName="alice")
+            assert locked["parameters"]["record"]["locked"] is True
+            [dave] = userdb_call(socket, "GetMemberships", userName="dave", more=True)
+            assert dave["parameters"]["groupName"] == "atlas"
+            served = _names(socket)
+            assert "dave" in served
             feed.check_local_files()  # nothing changed: nothing rebuilt, nothing refused
             assert json.loads((tmp / "conflicts.json").read_text())["conflicts"] == []
             with passwd.open("a") as fh:  # an operator adds a local alice, as useradd does
