@@ -30,6 +30,11 @@ NON_MATCHING_RECORD_FOUND = f"{INTERFACE}.NonMatchingRecordFound"
 INVALID_PARAMETER = f"{VARLINK_SERVICE}.InvalidParameter"
 METHOD_NOT_FOUND = f"{VARLINK_SERVICE}.MethodNotFound"
 INTERFACE_NOT_FOUND = f"{VARLINK_SERVICE}.InterfaceNotFound"
+#: The agent's own interface for the node's PAM helpers (root only): what they decide a
+#: login by, from memory, so that a login costs one lookup however many users there are.
+NODE_INTERFACE = "io.xos.Node"
+NODE_NO_SUCH_USER = f"{NODE_INTERFACE}.NoSuchUser"
+NODE_PERMISSION_DENIED = f"{NODE_INTERFACE}.PermissionDenied"
 EXPECTED_MORE = f"{VARLINK_SERVICE}.ExpectedMore"
 
 UID_MAX = 2**32 - 1
@@ -204,6 +209,7 @@ class UserDatabase:
             f"{INTERFACE}.GetUserRecord": self.get_user_record,
             f"{INTERFACE}.GetGroupRecord": self.get_group_record,
             f"{INTERFACE}.GetMemberships": self.get_memberships,
+            f"{NODE_INTERFACE}.GetLoginState": self.get_login_state,
             f"{VARLINK_SERVICE}.GetInfo": self.get_info,
             f"{VARLINK_SERVICE}.GetInterfaceDescription": self.get_interface_description,
         }
@@ -235,7 +241,7 @@ class UserDatabase:
         handler = self._methods.get(method)
         if handler is None:
             interface = method.rpartition(".")[0]
-            if interface in (INTERFACE, VARLINK_SERVICE):
+            if interface in (INTERFACE, NODE_INTERFACE, VARLINK_SERVICE):
                 raise VarlinkError(METHOD_NOT_FOUND, {"method": method})
             raise VarlinkError(INTERFACE_NOT_FOUND, {"interface": interface or method})
         return handler(parameters, more=more, peer_uid=peer_uid)
@@ -320,6 +326,24 @@ class UserDatabase:
             pairs = view.memberships()
         return _nonempty({"userName": u, "groupName": g} for u, g in pairs)
 
+    # -- io.xos.Node ---------------------------------------------------------------------------
+    def get_login_state(
+        self, params: Mapping[str, Any], *, more: bool, peer_uid: int | None
+    ) -> Iterator[dict[str, Any]]:
+        """What the PAM helpers decide by: the user's numbers, global id and lock, and the
+        revision and node of the view. Root only (the helpers run as root)."""
+        _check_keys(params, frozenset({"userName"}))
+        if peer_uid != 0:
+            raise VarlinkError(NODE_PERMISSION_DENIED)
+        name = _opt_str(params, "userName")
+        view = self._view
+        user = view.user(name) if name is not None else None
+        if user is None:
+            raise VarlinkError(NODE_NO_SUCH_USER)
+        return iter([{"userName": user.name, "uid": user.uid, "gid": user.gid,
+                      "realName": user.display_name, "id": user.id, "locked": user.locked,
+                      "revision": view.revision, "node": view.node}])
+
     # -- org.varlink.service -------------------------------------------------------------------
     def get_info(
         self, params: Mapping[str, Any], *, more: bool, peer_uid: int | None
@@ -327,7 +351,7 @@ class UserDatabase:
         _check_keys(params, frozenset())
         return iter([{"vendor": "XOS identity", "product": "xos-nss-provider",
                       "version": "1", "url": "https://systemd.io/USER_GROUP_API/",
-                      "interfaces": [VARLINK_SERVICE, INTERFACE]}])
+                      "interfaces": [VARLINK_SERVICE, INTERFACE, NODE_INTERFACE]}])
 
     def get_interface_description(
         self, params: Mapping[str, Any], *, more: bool, peer_uid: int | None

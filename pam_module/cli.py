@@ -103,7 +103,7 @@ def _log(priority: int, environ: Mapping[str, str], stage: str, message: str) ->
 # -- the stages -----------------------------------------------------------------------
 def _auth(args: argparse.Namespace, environ: Mapping[str, str], stdin: BinaryIO) -> str:
     name = pam_user(environ.get("PAM_USER"))
-    state = load_state(state_directory(environ, args.state))
+    state = load_state(state_directory(environ, args.state), name)
     user = account_user(state, name)
     secret = read_secret(stdin)
     if looks_like_token(secret):
@@ -115,16 +115,16 @@ def _auth(args: argparse.Namespace, environ: Mapping[str, str], stdin: BinaryIO)
 
 def _account(args: argparse.Namespace, environ: Mapping[str, str], stdin: BinaryIO) -> str:
     name = pam_user(environ.get("PAM_USER"))
-    state = load_state(state_directory(environ, args.state))
+    state = load_state(state_directory(environ, args.state), name)
     account_user(state, name)  # raises unless the user may log in now
-    return f"may log in (snapshot revision {state.revision})"
+    return f"may log in ({state.source} at revision {state.revision})"
 
 
 def _session(args: argparse.Namespace, environ: Mapping[str, str], stdin: BinaryIO) -> str:
     if environ.get("PAM_TYPE") == "close_session":
         return "nothing to do when a session closes"
     name = pam_user(environ.get("PAM_USER"))
-    state = load_state(state_directory(environ, args.state))
+    state = load_state(state_directory(environ, args.state), name)
     user = account_user(state, name)
     created = make_home(user, args.home_base)
     home = args.home_base / user.name

@@ -36,6 +36,9 @@ from xos_tokens import InvalidKey, KeySet
 from .errors import StateError
 
 STATE_ENV = "XOS_NODE_STATE"
+#: the node agent's socket (``xos-node run``), asked before the snapshot files are read
+AGENT_SOCKET = Path("/run/systemd/userdb/io.xos.Accounts")
+AGENT_TIMEOUT = 2.0
 DEFAULT_STATE_DIR = Path("/var/lib/xos-node")
 SNAPSHOT_FILE = "snapshot.json"
 JWKS_FILE = "jwks.json"
@@ -78,6 +81,7 @@ class NodeState:
     users: Mapping[str, SnapshotUser]
     keys: KeySet
     ca_file: Path | None = None
+    source: str = "snapshot"  # where the users came from: "agent" or "snapshot"
 
 
 def state_directory(environ: Mapping[str, str], override: str | None = None) -> Path:
@@ -90,23 +94,36 @@ def state_directory(environ: Mapping[str, str], override: str | None = None) -> 
     return path
 
 
-def load_state(directory: str | os.PathLike[str]) -> NodeState:
+def load_state(directory: str | os.PathLike[str], user: str | None = None,
+               agent: str | os.PathLike[str] | None = None) -> NodeState:
     """Read and validate the state directory; StateError saying what is wrong otherwise.
 
     The directory must be root-owned and not group/world-writable; each file must be a
     regular root-owned file (not a symlink), not group/world-writable, within its size
     limit. The snapshot must be for the node named in ``node.json``.
+
+    With ``user``, the running agent is asked first, on its root-owned socket ``agent``
+    (``io.xos.Node.GetLoginState``): one lookup in its memory, however many users the
+    node has. The state then lists that user only (or nobody). When the agent cannot be
+    asked (not running, not root's socket, no answer), the snapshot files decide.
     """
     path = Path(directory)
     with _open_directory(path) as dir_fd:
         node_doc = _read_json(dir_fd, path, NODE_FILE)
         jwks_doc = _read_json(dir_fd, path, JWKS_FILE)
-        snapshot, entries = _read_snapshot(dir_fd, path)
-    node, issuer, ca_file = _node_info(node_doc)
+        node, issuer, ca_file = _node_info(node_doc)
+        asked = _ask_agent(Path(agent or AGENT_SOCKET), user, node) \
+            if user is not None else None
+        if asked is None:
+            snapshot, entries = _read_snapshot(dir_fd, path)
     try:
         keys = KeySet(jwks_doc)
     except InvalidKey as error:
         raise StateError(f"{path / JWKS_FILE}: {error}") from None
+    if asked is not None:
+        return NodeState(directory=path, node=node, issuer=issuer, revision=asked[0],
+                         users=MappingProxyType(asked[1]), keys=keys, ca_file=ca_file,
+                         source="agent")
     if snapshot.get("node") != node:
         raise StateError(f"{path / SNAPSHOT_FILE} is for node {_show(snapshot.get('node'))}, "
                          f"but this node is {node!r}")
@@ -117,6 +134,46 @@ def load_state(directory: str | os.PathLike[str]) -> NodeState:
     revision = _replay_users(users, revision, entries, path / JOURNAL_FILE)
     return NodeState(directory=path, node=node, issuer=issuer, revision=revision,
                      users=MappingProxyType(users), keys=keys, ca_file=ca_file)
+
+
+# -- asking the running agent -----------------------------------------------------------
+def _ask_agent(socket_path: Path, user: str, node: str
+               ) -> tuple[int, dict[str, SnapshotUser]] | None:
+    """The agent's word on ``user``: (revision, {user: entry} or {}); None when it cannot
+    be asked. Only a socket that root made in a directory only root can write is asked:
+    anyone else's socket could lie about who may log in."""
+    if not USERNAME.fullmatch(user):
+        return None
+    try:
+        st, parent = os.lstat(socket_path), os.stat(socket_path.parent)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode) or _unsafe(parent) or st.st_uid not in TRUSTED_OWNERS:
+        return None
+    from nss_plugin.userdb import NODE_NO_SUCH_USER, VarlinkError
+    from nss_plugin.varlink import call_once
+
+    try:
+        answer = call_once(socket_path, "io.xos.Node.GetLoginState", {"userName": user},
+                           timeout=AGENT_TIMEOUT)
+    except VarlinkError as error:
+        if error.error != NODE_NO_SUCH_USER:
+            return None
+        answer = {}
+    except OSError:
+        return None
+    if answer and (answer.get("node") != node or answer.get("userName") != user):
+        raise StateError(f"the agent on {socket_path} serves {_show(answer.get('node'))}"
+                         f", not this node {node!r}")
+    if not answer:
+        return 0, {}
+    revision = answer.get("revision")
+    if type(revision) is not int or revision < 0:
+        raise StateError(f"the agent on {socket_path} gave no revision number")
+    entry = {"id": answer.get("id"), "name": user, "uid": answer.get("uid"),
+             "gid": answer.get("gid"), "display_name": answer.get("realName", ""),
+             "locked": answer.get("locked")}
+    return revision, _users([entry], socket_path)
 
 
 # -- reading files safely -------------------------------------------------------------

@@ -284,6 +284,7 @@ def story(live: Live, service: Any, a: Node, b: Node, tmp_path: Path) -> None:
     dave_tokens = {n.name: token(live, NEWCOMER, n.name) for n in nodes}
     for n in nodes:
         assert n.pam_login(NEWCOMER, dave_tokens[n.name]), n.pam.helper_log()
+        assert "may log in (agent at revision" in n.pam.helper_log()  # one lookup, in memory
         home = n.ns.run(["stat", "-c", "%a:%u", f"/home/{NEWCOMER}"], check=True).stdout
         assert home.strip() == f"700:{uid}"
     # a token for the other node is refused: the audience is checked

@@ -204,3 +204,26 @@ def test_replace_is_atomic_and_streams_keep_their_view(db: UserDatabase) -> None
     assert len(rest) == 2  # the enumeration finished on the view it started with
     assert error_of(db, "GetUserRecord", userName="alice") == f"{IFACE}.NoRecordFound"
     assert call(db, "GetUserRecord", userName="u0000004")
+
+
+# -- io.xos.Node: what the node's PAM helpers ask ----------------------------------------------
+def test_login_state_for_root_only(db: UserDatabase) -> None:
+    method = "io.xos.Node.GetLoginState"
+    [state] = db.call(method, {"userName": "alice"}, peer_uid=0)
+    assert (state["userName"], state["uid"], state["locked"], state["revision"]) == (
+        "alice", 200001, False, 42)
+    assert state["id"] == db.view.user("alice").id  # type: ignore[union-attr]
+    for peer in (None, 1000, 200001):  # not even alice herself
+        with pytest.raises(VarlinkError) as refused:
+            list(db.call(method, {"userName": "alice"}, peer_uid=peer))
+        assert refused.value.error == "io.xos.Node.PermissionDenied"
+    for params in ({"userName": "nosuch"}, {}):
+        with pytest.raises(VarlinkError) as unknown:
+            list(db.call(method, params, peer_uid=0))
+        assert unknown.value.error == "io.xos.Node.NoSuchUser"
+    with pytest.raises(VarlinkError) as bad:
+        list(db.call(method, {"userName": "alice", "uid": 1}, peer_uid=0))
+    assert bad.value.error.endswith("InvalidParameter")
+    with pytest.raises(VarlinkError) as missing:
+        list(db.call("io.xos.Node.Nope", {}, peer_uid=0))
+    assert missing.value.error == "org.varlink.service.MethodNotFound"

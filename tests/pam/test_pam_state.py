@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,63 @@ def test_the_agents_journal_is_applied(state: Path) -> None:
     journal.write_bytes(journal.read_bytes().replace(b'"locked":true', b'"locked":false'))
     with pytest.raises(StateError, match="does not match its checksum"):
         load_state(state)
+
+
+# -- the running agent is asked first -----------------------------------------------------
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Path]:
+    """The agent's userdb server (as ``xos-node run`` serves it) where alice is locked,
+    though the snapshot files still say otherwise: what the agent says must win."""
+    from nss_plugin.accounts import AccountView
+    from nss_plugin.varlink import UserdbServer
+
+    view = AccountView(snapshot_doc([{**ALICE, "locked": True}, CAROL], revision=50))
+    directory = tmp_path / "userdb"
+    directory.mkdir(mode=0o755)
+    with UserdbServer(view, socket_dir=str(directory)) as server:
+        yield Path(server.path)
+
+
+def test_the_agent_decides_in_one_lookup(state: Path, agent: Path) -> None:
+    loaded = load_state(state, "alice", agent=agent)
+    assert loaded.source == "agent" and loaded.revision == 50
+    assert list(loaded.users) == ["alice"] and loaded.users["alice"].locked
+    assert loaded.users["alice"].id == ALICE["id"]
+    assert load_state(state, "bob", agent=agent).users == {}  # the agent does not know bob
+    # without a user name, or without the agent, the snapshot files decide
+    assert load_state(state).source == "snapshot"
+    files = load_state(state, "alice", agent=agent.parent / "absent")
+    assert files.source == "snapshot" and not files.users["alice"].locked
+
+
+def test_an_agent_socket_that_root_did_not_make_is_not_asked(state: Path,
+                                                             agent: Path) -> None:
+    os.chown(agent, 1234, 1234, follow_symlinks=False)
+    assert load_state(state, "alice", agent=agent).source == "snapshot"
+    os.chown(agent, 0, 0, follow_symlinks=False)
+    agent.parent.chmod(0o777)  # a directory anyone could have planted it in
+    assert load_state(state, "alice", agent=agent).source == "snapshot"
+    agent.parent.chmod(0o755)
+    assert load_state(state, "alice", agent=agent).source == "agent"
+
+
+def test_an_agent_for_another_node_is_refused(state: Path, agent: Path) -> None:
+    node = json.loads((state / "node.json").read_text())
+    (state / "node.json").write_text(json.dumps({**node, "node": "wn2.grid.example"}))
+    with pytest.raises(StateError, match="serves 'wn1.grid.example'"):
+        load_state(state, "alice", agent=agent)
+
+
+def test_a_silent_agent_costs_its_timeout_then_the_files_decide(state: Path,
+                                                                tmp_path: Path) -> None:
+    import socket
+    import time
+
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)  # accepts (the kernel does), never answers
+        started = time.monotonic()
+        loaded = load_state(state, "alice", agent=path)
+    assert loaded.source == "snapshot"
+    assert time.monotonic() - started < node_state.AGENT_TIMEOUT + 1
