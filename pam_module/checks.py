@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import BinaryIO
-
-from xos_tokens import Claims, InvalidToken, verify_access_token
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import Refused, UnknownUser
 from .state import USERNAME, NodeState, SnapshotUser
+
+if TYPE_CHECKING:
+    from xos_tokens import Claims
 
 #: What pam_exec hands to the helper at most (Linux-PAM 1.5.2, checked here): the secret
 #: is cut to PAM_MAX_RESP_SIZE - 1 = 511 bytes, with no terminator. A longer access token
@@ -90,6 +91,8 @@ def check_token(state: NodeState, user: SnapshotUser, token: str,
     token. The VO service's tokens for a node carry no ``preferred_username`` (to fit
     through pam_exec); one that does must name this user too.
     """
+    from xos_tokens import InvalidToken, verify_access_token  # only auth pays its import
+
     try:
         claims = verify_access_token(token, keys=state.keys, issuer=state.issuer,
                                      audience=state.node, now=now)

@@ -31,7 +31,6 @@ from typing import BinaryIO, NoReturn
 from .checks import account_user, check_token, looks_like_token, pam_user, read_secret
 from .errors import PamHelperError, Refused, UsageError
 from .home import DEFAULT_HOME_BASE, make_home
-from .online import DEFAULT_TIMEOUT, check_password
 from .state import load_state, state_directory
 
 PROG = "xos-pam"
@@ -43,6 +42,8 @@ PAM_TYPES: Mapping[str, frozenset[str]] = {
     "session": frozenset({"open_session", "close_session"}),
 }
 MAX_TIMEOUT = 60.0
+#: seconds the VO service has to check a VO password (pam_module.online)
+DEFAULT_TIMEOUT = 5.0
 #: Time for start-up, reading the snapshot and verifying, on top of ``--timeout``.
 WATCHDOG_MARGIN = 3.0
 
@@ -109,6 +110,8 @@ def _auth(args: argparse.Namespace, environ: Mapping[str, str], stdin: BinaryIO)
     if looks_like_token(secret):
         claims = check_token(state, user, secret)
         return f"accepted an access token (jti {claims.jti[:40]})"
+    from .online import check_password  # HTTP and TLS: only a typed password needs them
+
     check_password(state, user, secret, timeout=args.timeout)
     return "accepted the VO password (checked online)"
 

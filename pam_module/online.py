@@ -24,9 +24,10 @@ import ssl
 import time
 import urllib.parse
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xos_tokens import Claims
+if TYPE_CHECKING:
+    from xos_tokens import Claims
 
 from .checks import check_token
 from .errors import Refused, Unreachable
@@ -35,7 +36,6 @@ from .state import NodeState, SnapshotUser
 TOKEN_PATH = "/oauth/token"  # noqa: S105 -- a URL path, not a secret
 REVOKE_PATH = "/oauth/revoke"
 LOGIN_CLIENT = "xos-login"  # the service's public client for command-line logins
-DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER_BYTES = 256 * 1024
 USER_AGENT = "xos-pam/0.1"
 
@@ -126,7 +126,7 @@ def _printable(value: object, limit: int = 200) -> str:
 
 
 def check_password(state: NodeState, user: SnapshotUser, password: str, *,
-                   timeout: float = DEFAULT_TIMEOUT, now: datetime | None = None) -> Claims:
+                   timeout: float = 5.0, now: datetime | None = None) -> Claims:
     """Accept ``password`` as ``user``'s VO password, asking the VO service; or raise.
 
     Refused when the service says no (wrong password, suspended, throttled, node not in

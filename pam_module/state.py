@@ -18,6 +18,7 @@ refused whole, because a half-read snapshot is a snapshot nobody wrote.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -26,14 +27,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple, TypeGuard
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 from xos_node.errors import CorruptSnapshot
 from xos_node.journal import JOURNAL_NAME, read_entries
 from xos_node.store import read_store
-from xos_tokens import InvalidKey, KeySet
 
 from .errors import StateError
+
+if TYPE_CHECKING:
+    from xos_tokens import KeySet
 
 STATE_ENV = "XOS_NODE_STATE"
 #: the node agent's socket (``xos-node run``), asked before the snapshot files are read
@@ -72,16 +75,28 @@ class SnapshotUser(NamedTuple):
 
 @dataclass(frozen=True)
 class NodeState:
-    """Everything a PAM helper needs to decide: this node, whom to trust, who may log in."""
+    """Everything a PAM helper needs to decide: this node, whom to trust, who may log in.
+
+    ``keys`` (the JWKS as a key set) is built on first use: only the auth stage verifies
+    tokens, and the token library is most of a helper's start-up time."""
 
     directory: Path
     node: str
     issuer: str
     revision: int
     users: Mapping[str, SnapshotUser]
-    keys: KeySet
+    jwks: Mapping[str, Any]
     ca_file: Path | None = None
     source: str = "snapshot"  # where the users came from: "agent" or "snapshot"
+
+    @functools.cached_property
+    def keys(self) -> KeySet:
+        from xos_tokens import InvalidKey, KeySet
+
+        try:
+            return KeySet(self.jwks)
+        except InvalidKey as error:
+            raise StateError(f"{self.directory / JWKS_FILE}: {error}") from None
 
 
 def state_directory(environ: Mapping[str, str], override: str | None = None) -> Path:
@@ -116,13 +131,9 @@ def load_state(directory: str | os.PathLike[str], user: str | None = None,
             if user is not None else None
         if asked is None:
             snapshot, entries = _read_snapshot(dir_fd, path)
-    try:
-        keys = KeySet(jwks_doc)
-    except InvalidKey as error:
-        raise StateError(f"{path / JWKS_FILE}: {error}") from None
     if asked is not None:
         return NodeState(directory=path, node=node, issuer=issuer, revision=asked[0],
-                         users=MappingProxyType(asked[1]), keys=keys, ca_file=ca_file,
+                         users=MappingProxyType(asked[1]), jwks=jwks_doc, ca_file=ca_file,
                          source="agent")
     if snapshot.get("node") != node:
         raise StateError(f"{path / SNAPSHOT_FILE} is for node {_show(snapshot.get('node'))}, "
@@ -133,7 +144,7 @@ def load_state(directory: str | os.PathLike[str], user: str | None = None,
     users = _users(snapshot.get("users"), path / SNAPSHOT_FILE)
     revision = _replay_users(users, revision, entries, path / JOURNAL_FILE)
     return NodeState(directory=path, node=node, issuer=issuer, revision=revision,
-                     users=MappingProxyType(users), keys=keys, ca_file=ca_file)
+                     users=MappingProxyType(users), jwks=jwks_doc, ca_file=ca_file)
 
 
 # -- asking the running agent -----------------------------------------------------------

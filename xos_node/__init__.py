@@ -6,24 +6,31 @@ Public names are exported here; the pipeline is ``client`` (the VO service) > ``
 (validated snapshots and changes) > ``store`` (the snapshot on disk), driven by ``sync``.
 """
 
-from xos_node.client import NodeClient
-from xos_node.errors import (
-    BadAnswer,
-    CorruptSnapshot,
-    NodeError,
-    Refused,
-    ResyncRequired,
-    ServiceError,
-    StaleAnswer,
-    StoreError,
-    SyncRefused,
-    TLSFailure,
-    Unreachable,
-    UsageError,
-)
-from xos_node.model import DEFAULT_LIMITS, Group, Limits, Snapshot, User
-from xos_node.store import SnapshotStore
-from xos_node.sync import StepResult, SyncLoop
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: where each public name lives. Loaded on first use (PEP 562): the PAM helpers import
+#: ``xos_node.store`` at every login and must not pay for the HTTP client and the token
+#: library they do not use.
+_EXPORTS = {
+    "NodeClient": "client",
+    **dict.fromkeys(("BadAnswer", "CorruptSnapshot", "NodeError", "Refused",
+                     "ResyncRequired", "ServiceError", "StaleAnswer", "StoreError",
+                     "SyncRefused", "TLSFailure", "Unreachable", "UsageError"), "errors"),
+    **dict.fromkeys(("DEFAULT_LIMITS", "Group", "Limits", "Snapshot", "User"), "model"),
+    "SnapshotStore": "store",
+    **dict.fromkeys(("StepResult", "SyncLoop"), "sync"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xos_node' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xos_node.{module}"), name)
+
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -216,7 +216,7 @@ def test_a_bug_fails_the_login_without_quoting_the_secret(state: Path,
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom with the secret hunter2 inside")
 
-    monkeypatch.setattr("pam_module.cli.check_password", broken)
+    monkeypatch.setattr("pam_module.online.check_password", broken)
     run = run_helper("auth", state, secret="hunter2")
     assert run.code == EX_SOFTWARE
     assert "internal error RuntimeError" in run.log and "hunter2" not in run.log
