@@ -64,6 +64,9 @@ def live_service(seed: Callable[[Flask], Any] | None = None, prefix: str = "xos-
         if thread is not None:
             thread.join(10)
         if app is not None:
+            watch = app.extensions.get("xos_revision_watch")
+            if watch is not None:  # the long-polls' watcher thread ends with the service
+                watch.close()
             with app.app_context():
                 db.engine.dispose()
         shutil.rmtree(work, ignore_errors=True)

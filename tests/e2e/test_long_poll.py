@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 
 from vo_service.apikeys.services import ApiKeyService
 from vo_service.authz import Actor
@@ -94,3 +95,49 @@ def test_a_wait_with_nothing_to_say_ends_on_time(live: Live) -> None:
     answer = changes(live, now, 2)
     assert 1.9 <= time.monotonic() - started < 4
     assert answer["users"] == [] and answer["members_added"] == []
+
+
+def test_waiting_nodes_share_one_watcher(live: Live) -> None:
+    """Ten nodes waiting three seconds cost what one watcher's looks cost, not ten
+    nodes' polls: the statements run stay near one request's worth per node plus the
+    watcher's few looks (polling per node ran about 600 here)."""
+    now = changes(live, 0, 0)["revision"]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    with live.app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        waiting = [threading.Thread(target=changes, args=(live, now, 3)) for _ in range(10)]
+        for thread in waiting:
+            thread.start()
+        for thread in waiting:
+            thread.join(30)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    looks = [s for s in statements if s.startswith("SELECT counters.value")]
+    # the watcher's looks (every 0.25 s) and each node's two answers (on arrival and at
+    # the end of its wait): not one look per node every 0.25 s (about 120 here)
+    assert len(looks) <= 3 / 0.25 + 2 + 10 * 2, len(looks)
+    assert len(statements) < 250, len(statements)
+
+
+def test_a_new_vo_set_wakes_the_waiting_node(live: Live) -> None:
+    """A node's new VO set moves the revision without touching any VO's accounts: the
+    watcher wakes every waiting node for it, and this one is told to take a snapshot."""
+    now = changes(live, 0, 0)["revision"]
+    answers: list[tuple[float, dict[str, Any]]] = []
+    poller = threading.Thread(target=lambda: answers.append(
+        (time.monotonic(), changes(live, now, 20))))
+    poller.start()
+    time.sleep(1.0)
+    assert not answers
+    changed_at = time.monotonic()
+    change(live, lambda ctx, actor: NodeService(ctx).set_vos(
+        actor, NodeService(ctx).get("wn1.grid.example"), ["atlas", "cms"]))
+    poller.join(25)
+    assert answers and answers[0][1]["resync_required"] is True
+    assert answers[0][0] - changed_at < 2.0

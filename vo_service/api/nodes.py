@@ -15,6 +15,7 @@ from ..oauth.server import tokens
 from ..pki.authority import authority
 from ..pki.services import CertificateService
 from ..sync.services import SyncService
+from ..sync.watch import revision_watch
 from ..timeutil import iso
 from ..vos.services import VOService
 from .registry import Call, operation
@@ -29,7 +30,6 @@ from .schemas import (
 )
 
 TAG = "nodes"
-LONG_POLL_STEP = 0.25  # seconds between looks while a node long-polls
 
 
 @operation("POST", "/nodes", summary="Register a node (service admin)", tag=TAG,
@@ -81,20 +81,26 @@ def snapshot(call: Call, node: str) -> dict[str, Any]:
            " since a revision", tag="sync", query=ChangesQuery)
 def changes(call: Call, node: str) -> dict[str, Any]:
     """With ``wait``, the answer waits until something of the node's VOs changed (or the
-    time is up): a revocation reaches a long-polling node within a second. Each look ends
-    its read transaction, so the next one sees what committed meanwhile; run the service
-    with threaded workers (gunicorn --threads) when many nodes long-poll."""
+    time is up): a revocation reaches a long-polling node within a second. The waiting
+    costs nothing per node: one watcher per process looks at the revision and wakes the
+    nodes whose VOs a new revision touched (``sync.watch``). Run the service with threaded
+    workers (gunicorn --threads) when many nodes long-poll."""
     deadline = time.monotonic() + call.query.wait
     sync = SyncService(call.ctx)
+    vo_ids: frozenset[int] | None = None
     while True:
-        answer = sync.changes(call.actor, NodeService(call.ctx).get(node), call.query.since)
+        target = NodeService(call.ctx).get(node)
+        answer = sync.changes(call.actor, target, call.query.since)
         if answer.get("resync_required") or answer["revision"] > call.query.since and (
                 answer["users"] or answer["groups"] or answer["removed_groups"]
                 or answer["members_added"] or answer["members_removed"]) \
                 or time.monotonic() >= deadline:
             return answer
-        db.session.commit()
-        time.sleep(LONG_POLL_STEP)
+        if vo_ids is None:
+            vo_ids = sync.vo_ids(target)
+        db.session.commit()  # end the read: the next answer must see what commits meanwhile
+        revision_watch(current_app._get_current_object()).wait(  # type: ignore[attr-defined]
+            answer["revision"], vo_ids, deadline - time.monotonic())
 
 
 @operation("POST", "/nodes/<node>/enrolment-tokens", summary="Make a one-time enrolment token"

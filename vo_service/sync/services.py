@@ -66,6 +66,11 @@ class SyncService:
         if last is None or now - last > LAST_CONTACT_GRANULARITY:
             node.last_contact = now
 
+    def vo_ids(self, node: Node) -> frozenset[int]:
+        """The ids of the VOs ``node`` serves (what its long-poll waits on)."""
+        return frozenset(self.session.scalars(select(NodeVO.vo_id).where(
+            NodeVO.node_id == node.id)))
+
     def snapshot(self, actor: Actor, node: Node) -> dict[str, Any]:
         revision = self.ctx.revisions.current()
         vos = self._authorize(actor, node)
