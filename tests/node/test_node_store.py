@@ -254,13 +254,19 @@ def test_the_journal_is_compacted_into_a_whole_save(tmp_path: Path, snap: Snapsh
     assert SnapshotStore(tmp_path / "state").load() == newer
 
 
-def test_a_torn_last_line_is_dropped_and_damage_refused(tmp_path: Path,
-                                                        snap: Snapshot) -> None:
+def _journalled(tmp_path: Path, snap: Snapshot) -> tuple[SnapshotStore, Snapshot]:
+    """A stored ``snap`` and, journalled after it, bob's suspension."""
     store = SnapshotStore(tmp_path / "state")
     store.save(snap)
     answer = changes_answer(users=[user("bob", 200001, locked=True)])
     newer = snap.apply_changes(answer)
     store.append(newer, answer)
+    return store, newer
+
+
+def test_a_torn_last_line_is_dropped_and_damage_refused(tmp_path: Path,
+                                                        snap: Snapshot) -> None:
+    store, newer = _journalled(tmp_path, snap)
     line = store.journal.read_bytes()
     store.journal.write_bytes(line + line[:40])  # a crash in the middle of an append
     assert SnapshotStore(tmp_path / "state").load() == newer
@@ -274,11 +280,7 @@ def test_a_torn_last_line_is_dropped_and_damage_refused(tmp_path: Path,
 
 def test_a_journal_left_by_a_crashed_compaction_is_not_used(tmp_path: Path,
                                                             snap: Snapshot) -> None:
-    store = SnapshotStore(tmp_path / "state")
-    store.save(snap)
-    answer = changes_answer(users=[user("bob", 200001, locked=True)])
-    newer = snap.apply_changes(answer)
-    store.append(newer, answer)
+    store, newer = _journalled(tmp_path, snap)
     stale = store.journal.read_bytes()
     store.save(newer)  # compaction ...
     store.journal.write_bytes(stale)  # ... that crashed before removing the old journal
