@@ -12,16 +12,25 @@ so that edits to the working tree during a run change nothing.
 1. Apply. Documents in the shapes of the service's ``snapshot`` and ``changes`` answers
    (vo_service.sync.services): N users (1,000 and 100,000) in three VOs with ten
    subgroups each, every user in one VO group and one subgroup, 1 % locked (in no
-   group). Timed: ``client.parse_json`` of the answer's bytes (the client's strict
-   parse), ``Snapshot.from_json(document, node, limits)``, ``SnapshotStore.save`` (and
-   the part of it that only serialises: ``canonical(snapshot.to_json())`` + SHA-256),
-   then a ten-change delta (four suspensions, three new members, three subgroup adds: 7
-   users, 6 members added, 8 removed, as the service words them) through
-   ``Snapshot.apply_changes(answer, limits)`` in memory and the ``save`` that follows.
-   The baseline in the same run writes the same users and groups the way nsscache's
-   files backend commits its maps: /etc/passwd- and /etc/group-style lines into a
-   temporary file, fsync, rename, for both files, then fsync the directory (no index
-   files). Files go to a temporary folder on the machine's disk (ext4, fsync is real).
+   group). The whole snapshot: ``client.parse_json`` of the answer's bytes (the client's
+   strict parse), ``Snapshot.from_json(document, node, limits)``, ``SnapshotStore.save``
+   (and the part of it that only serialises: ``canonical(snapshot.to_json())`` +
+   SHA-256) and the NSS view the agent serves, ``AccountView.from_snapshot(snapshot,
+   LocalAccounts.from_files())``. A ten-change delta (four suspensions, three new
+   members, three subgroup adds: 7 users, 6 members added, 8 removed, as the service
+   words them) as the agent handles it now: ``parse_json`` of the answer,
+   ``Snapshot.apply_changes(answer, limits)`` in memory, ``SnapshotStore.append``
+   (one journal line, fsync) and ``AccountView.updated(successor)`` (the in-process
+   NSS feed of ``xos-node run``), each alone and the last three as one step. The
+   append loops run on a store that has just saved the snapshot whole (``append``
+   needs that base, else it saves whole); afterwards the journal must have grown by
+   exactly one line per call and the snapshot file must be untouched, or the run
+   stops. A restarted agent's ``load()`` of snapshot + journal is checked to give the
+   successor. The baseline in the same run writes the same users and groups the way
+   nsscache's files backend commits its maps: /etc/passwd- and /etc/group-style lines
+   into a temporary file, fsync, rename, for both files, then fsync the directory (no
+   index files). Files go to a temporary folder on the machine's disk (ext4, fsync is
+   real).
 2. Removal to denial. A live VO service (gunicorn, ``gthread`` workers so that a worker
    holds many long-polls at once) on a fresh SQLite database in a temporary folder; a VO
    with ``--agent-users`` members, 100 nodes registered for it, each with its API key,
@@ -37,11 +46,13 @@ so that edits to the working tree during a run change nothing.
    reported, not measured: SSSD's default ``entry_cache_timeout`` (5400 s) and the
    15-minute cron of nsscache's Debian package.
 3. Memory. Fresh processes (``python -c``) read the 100,000-user store file of part 1:
-   ``SnapshotStore(dir).load()`` (the agent), ``AccountView.from_files(
-   nss_plugin.daemon.load_snapshot(path), /etc/passwd, /etc/group)`` (the NSS
-   provider's view, as its daemon builds it), both in one process, and, as the peer,
-   ``json.loads`` of the same file. Each reports VmRSS and VmHWM from /proc/self/status
-   minus its own VmRSS after the imports.
+   ``SnapshotStore(dir).load()`` (the agent's snapshot), ``AccountView.from_files(
+   nss_plugin.daemon.load_snapshot(path), /etc/passwd, /etc/group)`` (the standalone
+   NSS provider's view, as its daemon builds it), both in one process, the agent as
+   ``xos-node run`` holds it (``load()`` + ``AccountView.from_snapshot(snapshot,
+   LocalAccounts.from_files())``), and, as the peer, ``json.loads`` of the same file.
+   Each reports VmRSS and VmHWM from /proc/self/status minus its own VmRSS after the
+   imports.
 
 Every timed loop is bounded by a count and a time budget and waits (at most 180 s) for a
 quiet machine first (measure.wait_quiet); the machine's busy % while measuring is
@@ -207,18 +218,53 @@ def _row(key: str, name: str, stats: Stats) -> dict[str, Any]:
     return {"key": key, "name": name, **stats.summary()}
 
 
+def _journal_state(store: Any) -> tuple[int, int, int, int]:
+    """(inode, size, mtime_ns) of the snapshot file and the journal's size."""
+    info = store.path.stat()
+    journal = store.journal.stat().st_size if store.journal.exists() else 0
+    return info.st_ino, info.st_size, info.st_mtime_ns, journal
+
+
+def journalled(store: Any, snapshot: Any, line: int, label: str,
+               call: Any, budget: Budget, warmup: int) -> tuple[Stats, dict[str, Any]]:
+    """``timed_loop(call)`` on a store that has just saved ``snapshot`` whole (so
+    ``append`` has a base and an empty journal), then a check that every call journalled
+    one line of ``line`` bytes and none rewrote the snapshot file."""
+    store.save(snapshot)
+    calls = [0]
+
+    def counted(i: int) -> None:
+        calls[0] += 1
+        call(i)
+
+    before = _journal_state(store)
+    stats = timed_loop(counted, budget, warmup=warmup)
+    after = _journal_state(store)
+    grew = after[3] - before[3]
+    check = {"what": label, "calls": calls[0], "line_bytes": line, "journal_grew": grew,
+             "snapshot_file_untouched": after[:3] == before[:3],
+             "ok": grew == calls[0] * line and after[:3] == before[:3]}
+    if not check["ok"]:
+        raise RuntimeError(f"{label}: not journalled as expected: {check}")
+    return stats, check
+
+
 def measure_apply(n: int, work: Path, quick: bool) -> dict[str, Any]:
     """Part 1 for ``n`` users; leaves the store file in ``work/store-<n>``."""
+    from nss_plugin.accounts import AccountView, LocalAccounts
     from xos_node.client import parse_json
+    from xos_node.journal import entry_bytes
     from xos_node.model import DEFAULT_LIMITS, Snapshot
-    from xos_node.store import SnapshotStore, canonical
+    from xos_node.store import COMPACT_AT, SnapshotStore, canonical
 
     big = n >= 50_000
     runs = (3 if quick else 15) if big else (30 if quick else 100)
+    delta_runs = runs * (10 if big else 3)
     seconds = 60.0 if big else 20.0
     document = snapshot_document(n)
     wire = json.dumps(document).encode()
     delta = changes_document(n)
+    delta_wire = json.dumps(delta).encode()
     store = SnapshotStore(work / f"store-{n}")
     baseline_dir = work / f"nsscache-{n}"
     baseline_dir.mkdir()
@@ -226,35 +272,75 @@ def measure_apply(n: int, work: Path, quick: bool) -> dict[str, Any]:
     successor = snapshot.apply_changes(delta, DEFAULT_LIMITS)
     assert successor.users["u0000000"].locked and "new0000" in successor.users
     assert successor.revision == snapshot.revision + 10
+    assert successor.touched is not None and successor.touched.since == snapshot.revision
+    local = LocalAccounts.from_files()
+    view = AccountView.from_snapshot(snapshot, local)
+    followed = view.updated(successor)
+    whole = AccountView.from_snapshot(successor, local)
+    assert followed.revision == successor.revision and followed.user("u0000000").locked
+    assert followed.groups_of("new0000") == whole.groups_of("new0000") == ("atlas",)
+    assert len(followed) == len(whole) and followed.conflicts == whole.conflicts
+    # the journal as the agent writes it, read back as a restarted agent reads it
+    store.save(snapshot)
+    store.append(successor, delta)
+    assert store.journal.exists() and SnapshotStore(store.directory).load() == successor
+    line = len(entry_bytes(hashlib.sha256(b"").hexdigest(), delta))
+
+    def agent_step(i: int) -> None:
+        """What the sync loop and the in-process NSS feed do for one changes answer."""
+        moved = snapshot.apply_changes(delta, DEFAULT_LIMITS)
+        store.append(moved, delta)
+        view.updated(moved)
+
+    append_stats, append_check = journalled(
+        store, snapshot, line, "SnapshotStore.append", lambda i: store.append(successor, delta),
+        Budget(delta_runs, seconds), warmup=3)
+    step_stats, step_check = journalled(
+        store, snapshot, line, "the agent's whole step", agent_step,
+        Budget(delta_runs, seconds), warmup=3)
     rows = [
         _row("parse", "wire parse: client.parse_json (strict JSON)", timed_loop(
             lambda i: parse_json(wire), Budget(runs, seconds), warmup=1)),
         _row("from_json", "Snapshot.from_json", timed_loop(
             lambda i: Snapshot.from_json(document, NODE, DEFAULT_LIMITS),
             Budget(runs, seconds), warmup=1)),
-        _row("save", "SnapshotStore.save (whole file: serialise, write, fsync, rename)",
+        _row("save", "SnapshotStore.save (whole file: serialise, write, fsync, rename;"
+             " also each compaction)",
              timed_loop(lambda i: store.save(snapshot), Budget(runs, seconds), warmup=1)),
         _row("serialise", "of which serialise: canonical(to_json()) + SHA-256", timed_loop(
             lambda i: hashlib.sha256(canonical(snapshot.to_json())).digest(),
             Budget(runs, seconds), warmup=1)),
+        _row("view", "NSS view: AccountView.from_snapshot(snapshot,"
+             " LocalAccounts.from_files())", timed_loop(
+                 lambda i: AccountView.from_snapshot(snapshot, LocalAccounts.from_files()),
+                 Budget(runs, seconds), warmup=1)),
         _row("baseline", "baseline: nsscache-style passwd + group commit", timed_loop(
             lambda i: nsscache_commit(baseline_dir, document), Budget(runs, seconds),
             warmup=1)),
+        _row("delta_parse", "delta of 10 changes: client.parse_json of the answer", timed_loop(
+            lambda i: parse_json(delta_wire), Budget(delta_runs, seconds), warmup=3)),
         _row("delta_memory", "delta of 10 changes: apply_changes in memory", timed_loop(
             lambda i: snapshot.apply_changes(delta, DEFAULT_LIMITS),
-            Budget(runs * (10 if big else 3), seconds), warmup=3)),
-        _row("delta_save", "delta of 10 changes: the save that follows", timed_loop(
-            lambda i: store.save(successor), Budget(runs, seconds), warmup=1)),
+            Budget(delta_runs, seconds), warmup=3)),
+        _row("delta_append", "delta of 10 changes: SnapshotStore.append (journal line,"
+             " fsync)", append_stats),
+        _row("delta_view", "delta of 10 changes: AccountView.updated(successor)", timed_loop(
+            lambda i: view.updated(successor), Budget(delta_runs, seconds), warmup=3)),
+        _row("delta_step", "delta of 10 changes, one agent step: apply_changes + append +"
+             " updated", step_stats),
     ]
-    store.save(snapshot)  # the file part 3 loads: the snapshot itself
+    store.save(snapshot)  # the file part 3 loads: the snapshot itself, no journal
+    store_bytes = store.path.stat().st_size
     return {"users": n, "groups": len(document["groups"]),
             "members": sum(len(g["members"]) for g in document["groups"]),
-            "wire_bytes": len(wire), "store_bytes": store.path.stat().st_size,
+            "wire_bytes": len(wire), "store_bytes": store_bytes,
             "passwd_bytes": (baseline_dir / "passwd.cache").stat().st_size,
             "group_bytes": (baseline_dir / "group.cache").stat().st_size,
             "delta": {k: len(delta[k]) for k in ("users", "members_added",
                                                   "members_removed")},
-            "rows": rows}
+            "delta_wire_bytes": len(delta_wire), "journal_line_bytes": line,
+            "compact_at_bytes": max(COMPACT_AT, store_bytes // 4),
+            "journal_checks": [append_check, step_check], "rows": rows}
 
 
 # -- 2. removal to denial over long-polls -----------------------------------------------
@@ -571,7 +657,7 @@ import gc, json, os, sys, time
 from pathlib import Path
 mode, path = sys.argv[1], Path(sys.argv[2])
 from xos_node.store import SnapshotStore
-from nss_plugin.accounts import AccountView
+from nss_plugin.accounts import AccountView, LocalAccounts
 from nss_plugin.daemon import load_snapshot
 def status():
     out = {}
@@ -589,6 +675,9 @@ if mode in ("agent", "agent+nss"):
     keep.append(SnapshotStore(path.parent).load())
 if mode in ("nss", "agent+nss"):
     keep.append(AccountView.from_files(load_snapshot(path), "/etc/passwd", "/etc/group"))
+if mode == "agent+view":
+    snapshot = SnapshotStore(path.parent).load()
+    keep += [snapshot, AccountView.from_snapshot(snapshot, LocalAccounts.from_files())]
 if mode == "json":
     with open(path, "rb") as f:
         keep.append(json.loads(f.read()))
@@ -603,7 +692,7 @@ print(json.dumps({"mode": mode, "seconds": seconds, "base_rss": base["VmRSS"],
 
 def measure_memory(path: Path) -> dict[str, Any]:
     rows = []
-    for mode in ("json", "agent", "nss", "agent+nss"):
+    for mode in ("json", "agent", "nss", "agent+nss", "agent+view"):
         waited = wait_quiet()
         mark = cpu_counters()
         out = subprocess.run([sys.executable, "-c", MEMORY, mode, str(path)], check=True,
@@ -639,6 +728,10 @@ def _ms(value: float) -> str:
     return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
 
 
+def _ratio(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
 def _mib(value: float) -> str:
     return f"{value / 2**20:,.1f}"
 
@@ -661,30 +754,72 @@ def markdown(result: dict[str, Any]) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for a, b in zip(small["rows"], big["rows"], strict=True):
         lines.append(f"| {a['name']} | {_ms(a['p50'])} / {_ms(a['p99'])} | {_ms(b['p50'])}"
-                     f" / {_ms(b['p99'])} | {b['p50'] / a['p50']:,.0f} | {a['n']} / {b['n']}"
+                     f" / {_ms(b['p99'])} | {_ratio(b['p50'] / a['p50'])} | {a['n']} / {b['n']}"
                      f" | {a['busy_pct']:.0f} / {b['busy_pct']:.0f} |")
     for size in (small, big):
         r = {row["key"]: row["p50"] for row in size["rows"]}
         full = r["from_json"] + r["save"]
         base = r["baseline"]
-        delta = (r["delta_memory"], r["delta_save"])
+        delta = r["delta_memory"] + r["delta_append"] + r["delta_view"]
+        # deltas of this size between two compactions, and a compaction's share of each
+        between = size["compact_at_bytes"] // size["journal_line_bytes"]
         size["derived"] = {"snapshot_apply_ms": full, "baseline_ms": base,
                            "snapshot_over_baseline": full / base,
-                           "delta_memory_ms": delta[0], "delta_save_ms": delta[1],
-                           "delta_total_ms": sum(delta),
-                           "delta_over_baseline": sum(delta) / base}
-    lines += ["", "| derived (p50s added) | " + " | ".join(f"{s['users']:,} users"
-                                                           for s in (small, big)) + " |",
-              "|---|---:|---:|"]
+                           "snapshot_with_view_ms": full + r["view"],
+                           "snapshot_with_view_over_baseline": (full + r["view"]) / base,
+                           "delta_memory_ms": r["delta_memory"],
+                           "delta_append_ms": r["delta_append"],
+                           "delta_view_ms": r["delta_view"], "delta_total_ms": delta,
+                           "delta_step_ms": r["delta_step"],
+                           "delta_over_baseline": r["delta_step"] / base,
+                           "deltas_per_compaction": between,
+                           "compaction_share_ms": r["save"] / between,
+                           "delta_amortized_ms": r["delta_step"] + r["save"] / between}
+    lines += ["", "| derived (p50s) | " + " | ".join(f"{s['users']:,} users"
+                                                    for s in (small, big))
+              + f" | ×{big['users'] // small['users']:,} users → time × |",
+              "|---|---:|---:|---:|"]
     for key, label in (("snapshot_apply_ms", "snapshot apply: from_json + save, ms"),
+                       ("snapshot_with_view_ms", "snapshot apply with the NSS view:"
+                        " from_json + save + from_snapshot, ms"),
                        ("baseline_ms", "baseline: nsscache-style commit, ms"),
-                       ("snapshot_over_baseline", "snapshot apply ÷ baseline"),
-                       ("delta_total_ms", "10-change delta: in memory + save, ms"),
-                       ("delta_over_baseline", "10-change delta ÷ baseline (nsscache"
-                        " rewrites its files for any change)")):
-        lines.append(f"| {label} | " + " | ".join(
-            f"{s['derived'][key]:,.2f}" if "over" in key else _ms(s["derived"][key])
-            for s in (small, big)) + " |")
+                       ("snapshot_over_baseline", "snapshot apply (from_json + save) ÷"
+                        " baseline"),
+                       ("snapshot_with_view_over_baseline", "snapshot apply with the view ÷"
+                        " baseline"),
+                       ("delta_total_ms", "10-change delta: apply_changes + append +"
+                        " updated, p50s added, ms"),
+                       ("delta_step_ms", "10-change delta: the three as one step, measured,"
+                        " ms"),
+                       ("delta_over_baseline", "10-change delta step ÷ baseline (nsscache"
+                        " rewrites its files for any change)"),
+                       ("deltas_per_compaction", "deltas of this size journalled before a"
+                        " compaction (a whole save)"),
+                       ("delta_amortized_ms", "10-change delta step + its share of a"
+                        " compaction, ms")):
+        values = [s["derived"][key] for s in (small, big)]
+        if "over" in key:
+            shown = [f"{v:,.2f}" for v in values]
+        elif key == "deltas_per_compaction":
+            shown = [f"{v:,}" for v in values]
+        else:
+            shown = [_ms(v) for v in values]
+        growth = _ratio(values[1] / values[0]) if key.endswith("_ms") else ""
+        lines.append(f"| {label} | " + " | ".join(shown) + f" | {growth} |")
+    checks = []
+    for size in (small, big):
+        for check in size["journal_checks"]:
+            state = "untouched" if check["snapshot_file_untouched"] else "REWRITTEN"
+            checks.append(f"{size['users']:,} users, {check['what']}: {check['calls']:,}"
+                          f" calls, journal +{check['journal_grew']:,} B ="
+                          f" {check['calls']:,} × {check['line_bytes']:,} B lines,"
+                          f" snapshot.json {state}")
+    ok = all(c["ok"] for size in (small, big) for c in size["journal_checks"])
+    verdict = "every measured delta was journalled, none saved whole" if ok else "FAILED"
+    lines += ["", f"Journal check ({verdict}): " + "; ".join(checks) + ". The delta's wire"
+              f" answer: {small['delta_wire_bytes']:,} B; a journal compacts past"
+              f" {small['compact_at_bytes']:,} B at {small['users']:,} users and"
+              f" {big['compact_at_bytes']:,} B at {big['users']:,}."]
 
     s = result["spread"]
     lat, idle = s["latency"], s["idle"]
@@ -732,7 +867,11 @@ def markdown(result: dict[str, Any]) -> str:
     for mode, label in (("json", "peer: `json.loads` of the file"),
                         ("agent", "agent: `SnapshotStore.load()`"),
                         ("nss", "NSS view: `AccountView.from_files(load_snapshot(...))`"),
-                        ("agent+nss", "both in one process")):
+                        ("agent+nss", "both in one process (the agent and the"
+                         " standalone provider's code)"),
+                        ("agent+view", "the agent as `xos-node run` holds it:"
+                         " `SnapshotStore.load()` + `AccountView.from_snapshot(snapshot,"
+                         " LocalAccounts.from_files())`")):
         r = rows[mode]
         lines.append(f"| {label} | {r['seconds']:.2f} | {_mib(r['rss'])} | {_mib(r['peak'])}"
                      f" | {r['rss'] / mem['file_bytes']:.1f} | {r['rss'] / peer:.2f} |")

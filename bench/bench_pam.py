@@ -2,14 +2,14 @@
 XOS snippets next to a local user's password login through pam_unix, in the same run, on
 one private node.
 
-    .venv/bin/python bench/bench_pam.py            # as root; about 7 minutes
+    .venv/bin/python bench/bench_pam.py            # as root; about 9 minutes
     .venv/bin/python bench/bench_pam.py --quick    # fewer calls, under 3 minutes
     .venv/bin/python bench/bench_pam.py --rev worktree   # the files as they are, not HEAD
 
-The code measured is ``pam_module``, ``xos_node``, ``xos_tokens`` and ``ca`` of commit
-``--rev`` (default HEAD), exported with ``git archive`` (bench/frozen.py) into a folder
-under /var/tmp (the node's private /tmp would hide one under /tmp). The node is the PAM
-tests' (tests/pam/pam_fixtures.py ``pam_node``): a NodeNamespace whose private /etc/pam.d
+The code measured is ``pam_module``, ``xos_node``, ``nss_plugin``, ``xos_tokens`` and
+``ca`` of commit ``--rev`` (default HEAD), exported with ``git archive`` (bench/frozen.py)
+into a folder under /var/tmp (the node's private /tmp would hide one under /tmp). The node
+is the PAM tests' (tests/pam/pam_fixtures.py ``pam_node``): a NodeNamespace whose private /etc/pam.d
 holds the shipped ``xos-auth``, ``xos-account`` and ``xos-session`` snippets and the
 shipped sshd example as service ``xos-test``; alice, the VO user, resolves through NSS
 (userdb drop-ins) and is not in /etc/passwd. The helper pam_exec runs is a copy of the
@@ -43,10 +43,22 @@ The cases:
     Service ``bench-unix`` = ``@include common-auth`` + ``@include common-account``: the
     stock Debian pam_unix stacks. The same user through ``xos-test`` is timed too (a node
     with XOS installed: pam_localuser steers local users past the helper to pam_unix).
-(c) The snapshot's size: the helper loads the whole snapshot at every run, so (a) runs with
-    a snapshot of 1,000 and of 100,000 users (``snapshot_doc`` of generated
-    ``user_entry`` users plus alice, one VO group listing them all), written as the node
-    agent stores it (``file_bytes(canonical(...))``: checksummed store file).
+(c) The snapshot's size: without the agent the helper loads the whole snapshot at every
+    run, so (a) runs with a snapshot of 1,000 and of 100,000 users (``snapshot_doc`` of
+    generated ``user_entry`` users plus alice, one VO group listing them all), written
+    as the node agent stores it (``file_bytes(canonical(...))``: checksummed store file).
+(d) The agent running: ``load_state(directory, user)`` asks the agent first, over its
+    root-owned userdb socket (``io.xos.Node.GetLoginState``, one lookup in its memory),
+    and reads the files only when it cannot. For each size, after the rows of (a), the
+    bench starts ``python -m nss_plugin --snapshot <the state's snapshot.json>
+    --socket-dir /run/systemd/userdb --poll 0`` inside the node (the helper's interpreter
+    and exported code; /run/systemd/userdb is a root-owned 0755 folder bound there), checks
+    from inside that the socket is root's in a directory only root can write (else the
+    helper would silently read the files), and times (a) again. The account stage logs
+    where its answer came from, "may log in (agent at revision N)" or "(snapshot at
+    revision N)": every python-pam call is checked for the right one. The agent is
+    stopped (its socket gone) before the next size's file rows. With the agent's socket
+    in /run/systemd/userdb, nss-systemd asks it too (as on a real node).
 
 Breakdown of the helper, each sample a fresh process started by the driver (as pam_exec
 starts one): ``python -I -S -c pass`` (bare interpreter), ``python -c pass`` (the
@@ -54,8 +66,9 @@ interpreter with the virtualenv's site and .pth files, as the console script sta
 helper alone (``xos-pam auth`` with the PAM variables and the token on stdin, no PAM), and a
 probe process that does what ``xos-pam auth`` does while timing its phases in-process:
 imports (``pam_module.cli`` and all it pulls in), ``load_state`` (read, checksum, JSON
-parse, user validation) and the token check (``account_user`` + ``check_token``);
-wall − in-process = interpreter start-up and exit. A second probe times only the read +
+parse, user validation; with the agent: its one Varlink call) and the token check
+(``account_user`` + ``check_token``); wall − in-process = interpreter start-up and exit.
+The helper alone and the probe run with and without the agent. A second probe times only the read +
 checksum + parse (``read_document``), so load_state − it = validation. ``-X importtime``
 (five runs, medians) names the heaviest imports.
 
@@ -82,6 +95,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -91,10 +106,14 @@ from measure import Stats, busy_since, cpu_counters, save_results, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-#: the PAM helper and everything it imports (xos_node imports ca)
-frozen.PACKAGES = (*frozen.PACKAGES, "pam_module", "xos_node")  # type: ignore[assignment]
+#: the PAM helper and everything it imports (xos_node imports ca; asking the agent imports
+#: nss_plugin's Varlink client), and the agent's userdb server (nss_plugin)
+frozen.PACKAGES = (*frozen.PACKAGES, "pam_module", "xos_node",  # type: ignore[assignment]
+                   "nss_plugin")
 FROZEN_DIR = "/var/tmp"  # visible inside the node (its /var is an overlay of the host's)
 SIZES = (1000, 100_000)
+AGENT_DIR = "/run/systemd/userdb"  # inside the node: where pam_module.state asks the agent
+AGENT_SERVICE = "io.xos.Accounts"  # pam_module.state.AGENT_SOCKET's name
 UID0 = 300_000  # generated users' uids (alice is 200001)
 LOCAL_USER, LOCAL_UID = "localbench", 1500
 LOCAL_PASSWORD = "local bench password 4711"
@@ -153,7 +172,9 @@ print(json.dumps({"ns": out, "probe": probe}))
 """
 
 # What ``xos-pam auth`` does, its phases timed in-process. argv: code, state dir, mode
-# ("auth": load_state + token check; "parse": read + read_document only); token on stdin.
+# ("auth": load_state from the files + token check; "agent": load_state asking the running
+# agent for alice, as the helper does, + token check; "parse": read + read_document only);
+# token on stdin.
 PROBE = r"""
 import time
 t0 = time.perf_counter_ns()
@@ -165,9 +186,11 @@ from pam_module.state import load_state
 from xos_node.store import read_document
 t1 = time.perf_counter_ns()
 directory, mode = sys.argv[2], sys.argv[3]
-if mode == "auth":
-    state = load_state(directory)
+if mode in ("auth", "agent"):
+    state = load_state(directory, "alice" if mode == "agent" else None)
     t2 = time.perf_counter_ns()
+    if state.source != ("agent" if mode == "agent" else "snapshot"):
+        sys.exit(f"load_state read from {state.source!r} in mode {mode!r}")
     check_token(state, account_user(state, "alice"), read_secret(sys.stdin.buffer))
 else:
     with open(directory + "/snapshot.json", "rb") as f:
@@ -243,6 +266,60 @@ def install_snapshot(state: Path, keys: list[Any], n: int) -> int:
     loaded = load_state(state)
     assert len(loaded.users) == n and "alice" in loaded.users, "snapshot not as written"
     return len(data)
+
+
+# -- the agent --------------------------------------------------------------------------------
+def agent_folder(node: Any) -> Path:
+    """A root-owned 0755 folder of the node's temp area bound over /run/systemd/userdb
+    inside (once per node): where the agent makes its socket, as pam_module.state wants
+    it (a socket root made, in a directory only root can write)."""
+    folder = node.ns.tmp / "agent-userdb"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    os.chown(folder, 0, 0)
+    node.ns.bind_dir(folder, AGENT_DIR)
+    return folder
+
+
+@contextmanager
+def agent_running(node: Any, folder: Path, python: str, code: str) -> Iterator[str]:
+    """``python -m nss_plugin --snapshot <the state's store file> --socket-dir
+    /run/systemd/userdb --poll 0`` inside the node, on the exported code (the helper's
+    interpreter and code): the userdb server that also answers the helper's
+    ``io.xos.Node.GetLoginState``. Yields its "serving ..." log line; stopped (and its
+    socket gone) when the block ends."""
+    log_path = node.ns.tmp / "agent.log"
+    socket = folder / AGENT_SERVICE
+    if socket.exists():
+        raise RuntimeError(f"{socket} is left from an earlier agent")
+    with log_path.open("ab") as log:
+        proc = node.ns.popen([python, "-m", "nss_plugin", "--snapshot",
+                              str(node.state / "snapshot.json"), "--socket-dir", AGENT_DIR,
+                              "--poll", "0"],
+                             env={"PYTHONPATH": code, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                             stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 300
+        while not socket.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the agent exited ({proc.returncode}):"
+                                   f" {log_path.read_text()[-800:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no agent socket after 300 s: {log_path.read_text()[-800:]}")
+            time.sleep(0.05)
+        # what pam_module.state checks, seen from inside the node
+        seen = node.ns.run(["stat", "-c", "%F|%u|%a", AGENT_DIR, f"{AGENT_DIR}/{AGENT_SERVICE}"],
+                           check=True).stdout.split()
+        directory, sock = (line.split("|") for line in seen)
+        if directory[:2] != ["directory", "0"] or int(directory[2], 8) & 0o022 \
+                or sock[:2] != ["socket", "0"]:
+            raise RuntimeError(f"the helper would not ask this agent: {seen}")
+        serving = [line for line in log_path.read_text().splitlines() if " serving " in line]
+        yield serving[-1].split(" INFO ", 1)[-1] if serving else "?"
+    finally:
+        node.ns.stop(proc)
+    if socket.exists():
+        raise RuntimeError(f"{socket} is still there after the agent stopped")
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -356,7 +433,8 @@ def markdown(result: dict[str, Any]) -> str:
     sizes = result["snapshot_bytes"]
     lines = [f"### PAM authentication: XOS beside pam_unix ({small:,} and {big:,} users)", "",
              f"Run {result['started']} ({result['minutes']:.1f} min) on pam_module + xos_node"
-             f" + xos_tokens {code['commit'][:7]} ({code['source']}), `{result['command']}`;"
+             f" + nss_plugin + xos_tokens {code['commit'][:7]} ({code['source']}),"
+             f" `{result['command']}`;"
              f" {m['cpu']}, {m['nproc']} cores, {m['memory_gib']} GiB; Python {m['python']},"
              f" Linux-PAM {m['linux_pam']}, python-pam {m['python_pam']}, pamtester"
              f" {m['pamtester']}, libxcrypt {m['libxcrypt']}, cryptography"
@@ -373,51 +451,76 @@ def markdown(result: dict[str, Any]) -> str:
 
     floor = rows["pamtester_floor"]["p50"]
     unix_full, unix_auth = rows["unix_pam"]["p50"], rows["unix_pamtester"]["p50"]
-    ratios = {}
+    ratios: dict[str, dict[str, float]] = {}
     for n in (small, big):
-        xos_full, xos_auth = rows[f"xos{n}_pam"]["p50"], rows[f"xos{n}_pamtester"]["p50"]
-        ratios[str(n)] = {
-            "python_pam": xos_full / unix_full, "pamtester": xos_auth / unix_auth,
-            "pamtester_net": (xos_auth - floor) / (unix_auth - floor)}
+        for path, infix in (("files", ""), ("agent", "_agent")):
+            xos_full = rows[f"xos{n}{infix}_pam"]["p50"]
+            xos_auth = rows[f"xos{n}{infix}_pamtester"]["p50"]
+            ratios.setdefault(str(n), {}).update({
+                f"{path}_python_pam": xos_full / unix_full,
+                f"{path}_pamtester": xos_auth / unix_auth,
+                f"{path}_pamtester_net": (xos_auth - floor) / (unix_auth - floor)})
     result["ratios"] = ratios
-    lines += ["", f"| XOS ÷ pam_unix (p50s) | {small:,} users | {big:,} users |",
-              "|---|---:|---:|"]
+    lines += ["", f"| XOS ÷ pam_unix (p50s) | {small:,} users, agent | {small:,} users, files"
+              f" | {big:,} users, agent | {big:,} users, files |",
+              "|---|---:|---:|---:|---:|"]
     for key, label in (("python_pam", "python-pam authenticate (auth + account + setcred)"),
                        ("pamtester", "pamtester authenticate (auth only)"),
                        ("pamtester_net", "auth only, pamtester's floor subtracted")):
-        lines.append(f"| {label} | {ratios[str(small)][key]:.1f} |"
-                     f" {ratios[str(big)][key]:.1f} |")
+        lines.append(f"| {label} | " + " | ".join(
+            f"{ratios[str(n)][f'{path}_{key}']:.1f}" for n in (small, big)
+            for path in ("agent", "files")) + " |")
     for key, label in (("pam", "python-pam authenticate"), ("pamtester", "pamtester")):
-        lines.append(f"| XOS {big:,} ÷ {small:,} users, {label} | | "
-                     f"{rows[f'xos{big}_{key}']['p50'] / rows[f'xos{small}_{key}']['p50']:.2f} |")
+        lines.append(f"| XOS {big:,} ÷ {small:,} users, {label} | | | " + " | ".join(
+            f"{rows[f'xos{big}{infix}_{key}']['p50'] / rows[f'xos{small}{infix}_{key}']['p50']:.2f}"
+            for infix in ("_agent", "")) + " |")
 
     lines += ["", f"Where one helper run goes (fresh processes, as pam_exec starts them;"
               f" p50 of {rows['b_bare']['n']} each, phases as medians):", "",
-              f"| helper phase | {small:,} users ms | {big:,} users ms |", "|---|---:|---:|"]
+              f"| helper phase | {small:,} users, agent ms | {small:,} users, files ms |"
+              f" {big:,} users, agent ms | {big:,} users, files ms |",
+              "|---|---:|---:|---:|---:|"]
+    columns = [(n, infix) for n in (small, big) for infix in ("_agent", "")]
+
+    def line(label: str, values: list[float | None]) -> str:
+        return f"| {label} | " + " | ".join("-" if v is None else _ms(v) for v in values) \
+            + " |"
+
     for key, label in (("b_bare", "`python -I -S -c pass`: the bare interpreter"),
                        ("b_site", "`python -c pass`: interpreter + the venv's site/.pth")):
-        lines.append(f"| {label} | {_ms(rows[key]['p50'])} | {_ms(rows[key]['p50'])} |")
-    helper = {n: rows[f"b_helper{n}"]["p50"] for n in (small, big)}
-    probe = {n: rows[f"b_probe{n}"] for n in (small, big)}
+        lines.append(line(label, [rows[key]["p50"]] * 4))
+    helper = [rows[f"b_helper{n}{infix}"]["p50"] for n, infix in columns]
+    probe = [rows[f"b_probe{n}{infix}"] for n, infix in columns]
+    phase = [row["probe_ms"] for row in probe]
     parse = {n: rows[f"b_parse{n}"]["probe_ms"]["load"] for n in (small, big)}
-    phase = {n: probe[n]["probe_ms"] for n in (small, big)}
-    lines.append(f"| `xos-pam auth` alone, token on stdin, no PAM (wall) | {_ms(helper[small])}"
-                 f" | {_ms(helper[big])} |")
-    lines.append(f"| probe doing the same (wall) | {_ms(probe[small]['p50'])} |"
-                 f" {_ms(probe[big]['p50'])} |")
-    startup = {n: probe[n]["p50"] - phase[n]["inside"] for n in (small, big)}
+    lines.append(line("`xos-pam auth` alone, token on stdin, no PAM (wall)", helper))
+    lines.append(line("`xos-pam account` alone, no PAM (wall)",
+                      [rows[f"b_account{n}{infix}"]["p50"] for n, infix in columns]))
+    lines.append(line("probe doing the same (wall)", [row["p50"] for row in probe]))
     for label, values in (
-            ("of which start-up and exit (wall − in-process)", startup),
+            ("of which start-up and exit (wall − in-process)",
+             [row["p50"] - ph["inside"] for row, ph in zip(probe, phase, strict=True)]),
             ("of which imports (`pam_module.cli` and all it pulls in)",
-             {n: phase[n]["imports"] for n in (small, big)}),
-            ("of which `load_state`", {n: phase[n]["load"] for n in (small, big)}),
+             [ph["imports"] for ph in phase]),
+            ("of which `load_state` (agent: one GetLoginState call; files: read, check,"
+             " parse, validate)", [ph["load"] for ph in phase]),
             ("load_state's read + checksum + JSON parse (`read_document`, own processes)",
-             parse),
+             [None if infix else parse[n] for n, infix in columns]),
             ("load_state's user validation (the difference)",
-             {n: phase[n]["load"] - parse[n] for n in (small, big)}),
+             [None if infix else ph["load"] - parse[n]
+              for (n, infix), ph in zip(columns, phase, strict=True)]),
             ("of which token check (`account_user` + `check_token`)",
-             {n: phase[n]["check"] for n in (small, big)})):
-        lines.append(f"| {label} | {_ms(values[small])} | {_ms(values[big])} |")
+             [ph["check"] for ph in phase])):
+        lines.append(line(label, values))
+    agents = result.get("agents", {})
+    if agents:
+        lines += ["", "The agent: `python -m nss_plugin --snapshot <the state's snapshot.json>"
+                  f" --socket-dir {AGENT_DIR} --poll 0` inside the node ("
+                  + "; ".join(f"{int(n):,} users: {text}" for n, text in agents.items())
+                  + "); its socket root-owned in a root-owned 0755 directory, checked before"
+                  " its rows; every python-pam call's account stage logged \"may log in"
+                  " (agent at revision …)\" with it running and \"(snapshot at revision …)\""
+                  " without."]
     imports = result["import_times"]
     named = ", ".join(f"{name} {imports[name] / 1000:.1f}" for name in NAMED_IMPORTS
                       if name in imports)
@@ -459,6 +562,7 @@ def main() -> None:
     from pam_fixtures import ALICE, PYTHON, SERVICE, pam_node, token_for
 
     import ca
+    import nss_plugin
     import pam_module
     import xos_node
     import xos_tokens
@@ -467,12 +571,14 @@ def main() -> None:
     missing = missing_requirements("pamtester", "openssl")
     if missing:
         sys.exit(f"cannot run here: {missing}")
-    code, code_info = frozen.code_under_test(pam_module, xos_node, xos_tokens, ca)
+    code, code_info = frozen.code_under_test(pam_module, xos_node, xos_tokens, ca,
+                                             nss_plugin)
     started = dt.datetime.now(dt.UTC)
     clock = time.monotonic()
     key = SigningKey.generate()
     hashed, hash_method = local_hash(LOCAL_PASSWORD)
     snapshot_bytes: dict[str, int] = {}
+    agents: dict[str, str] = {}
     print(f"local password: {hash_method}", flush=True)
     with pam_node(users=[ALICE], keys=[key]) as node:
         node.helper.write_text(HELPER.format(python=PYTHON, code=code, state=str(node.state),
@@ -482,14 +588,25 @@ def main() -> None:
         node.ns.add_local_user(LOCAL_USER, LOCAL_UID, LOCAL_UID)
         set_shadow_hash(node.ns, LOCAL_USER, hashed)
         where = node.ns.run([PYTHON, "-c", f"import sys; sys.path.insert(0, {code!r}); "
-                             "import ca, pam_module, xos_node, xos_tokens as t; "
+                             "import ca, nss_plugin, pam_module, xos_node, xos_tokens as t; "
                              "print(ca.__file__, pam_module.__file__, xos_node.__file__, "
-                             "t.__file__)"], check=True, env={}).stdout.split()
+                             "t.__file__, nss_plugin.__file__)"], check=True, env={}
+                            ).stdout.split()
+        where += node.ns.run([PYTHON, "-c", "import nss_plugin; print(nss_plugin.__file__)"],
+                             check=True, env={"PYTHONPATH": code}).stdout.split()  # the agent
         assert all(f.startswith(code) for f in where), f"the node imports {where}"
+        folder = agent_folder(node)
         bench = Bench(node, PYTHON, args.calls, args.warmup, args.seconds)
-        xos = {"auth (xos-test) alice: accepted an access token": 1,
-               "account (xos-test) alice: may log in": 1}
-        xos_auth = {"auth (xos-test) alice: accepted an access token": 1}
+        accepted = "auth (xos-test) alice: accepted an access token"
+        revision = snapshot_for(1)["revision"]
+        # the account stage says where its answer came from: the files, or the agent
+        xos_files_account = f"account (xos-test) alice: may log in (snapshot at revision" \
+                            f" {revision})"
+        xos_agent_account = f"account (xos-test) alice: may log in (agent at revision" \
+                            f" {revision})"
+        xos = {accepted: 1, xos_files_account: 1}
+        xos_agent = {accepted: 1, xos_agent_account: 1}
+        xos_auth = {accepted: 1}
 
         print("pam_unix and floors", flush=True)
         bench.python_pam("unix_pam", f"pam_unix: local user, python-pam authenticate"
@@ -516,28 +633,55 @@ def main() -> None:
             print(f"XOS, {n:,} users", flush=True)
             snapshot_bytes[str(n)] = install_snapshot(node.state, [key], n)
             token = token_for(key, ALICE)  # 20 minutes: longer than the rows that use it
-            bench.python_pam(f"xos{n}_pam", f"XOS, {n:,}-user snapshot: token, python-pam"
-                             f" authenticate ({SERVICE}: xos-auth, xos-account)",
+            bench.python_pam(f"xos{n}_pam", f"XOS, {n:,}-user snapshot files (no agent):"
+                             f" token, python-pam authenticate ({SERVICE}: xos-auth,"
+                             " xos-account)",
                              "alice", token, SERVICE, expect=xos)
-            bench.command(f"xos{n}_pamtester", f"XOS, {n:,}-user snapshot: token, pamtester"
-                          " authenticate", ["pamtester", SERVICE, "alice", "authenticate"],
+            bench.command(f"xos{n}_pamtester", f"XOS, {n:,}-user snapshot files (no agent):"
+                          " token, pamtester authenticate",
+                          ["pamtester", SERVICE, "alice", "authenticate"],
                           stdin=token + "\n", expect=xos_auth)
             pam_env = {"PAM_USER": "alice", "PAM_TYPE": "auth", "PAM_SERVICE": SERVICE}
+            account_env = {**pam_env, "PAM_TYPE": "account"}
             bench.command(f"b_helper{n}", f"xos-pam auth alone, {n:,} users",
                           [str(node.helper), "auth"], stdin=token, env=pam_env, calls=calls,
-                          expect={"auth (xos-test) alice: accepted an access token": 1})
+                          expect=xos_auth)
+            bench.command(f"b_account{n}", f"xos-pam account alone, {n:,} users",
+                          [str(node.helper), "account"], env=account_env, calls=calls,
+                          expect={xos_files_account: 1})
             bench.command(f"b_probe{n}", f"probe: auth phases, {n:,} users",
                           [PYTHON, "-c", PROBE, code, str(node.state), "auth"], stdin=token,
                           env={}, calls=calls, probe=True)
             bench.command(f"b_parse{n}", f"probe: read_document only, {n:,} users",
                           [PYTHON, "-c", PROBE, code, str(node.state), "parse"], env={},
                           calls=calls, probe=True)
+
+            print(f"XOS, {n:,} users, the agent running", flush=True)
+            with agent_running(node, folder, PYTHON, code) as serving:
+                agents[str(n)] = serving
+                print(f"  agent: {serving}", flush=True)
+                bench.python_pam(f"xos{n}_agent_pam", f"XOS, {n:,} users, agent running:"
+                                 f" token, python-pam authenticate ({SERVICE}: xos-auth,"
+                                 " xos-account)", "alice", token, SERVICE, expect=xos_agent)
+                bench.command(f"xos{n}_agent_pamtester", f"XOS, {n:,} users, agent running:"
+                              " token, pamtester authenticate",
+                              ["pamtester", SERVICE, "alice", "authenticate"],
+                              stdin=token + "\n", expect=xos_auth)
+                bench.command(f"b_helper{n}_agent", f"xos-pam auth alone, {n:,} users, agent",
+                              [str(node.helper), "auth"], stdin=token, env=pam_env,
+                              calls=calls, expect=xos_auth)
+                bench.command(f"b_account{n}_agent", f"xos-pam account alone, {n:,} users,"
+                              " agent", [str(node.helper), "account"], env=account_env,
+                              calls=calls, expect={xos_agent_account: 1})
+                bench.command(f"b_probe{n}_agent", f"probe: auth phases, {n:,} users, agent",
+                              [PYTHON, "-c", PROBE, code, str(node.state), "agent"],
+                              stdin=token, env={}, calls=calls, probe=True)
     result = {"started": started.isoformat(timespec="seconds"), "code": code_info,
               "command": " ".join([".venv/bin/python", "bench/bench_pam.py", *sys.argv[1:]]),
               "machine": machine(), "minutes": (time.monotonic() - clock) / 60,
               "hash_method": hash_method,
               "hash_scheme": "$".join(hashed.split("$")[:3 if hashed[:3] == "$y$" else 2]),
-              "sizes": list(SIZES), "snapshot_bytes": snapshot_bytes,
+              "sizes": list(SIZES), "snapshot_bytes": snapshot_bytes, "agents": agents,
               "import_times": import_list, "rows": bench.rows}
     text = markdown(result)  # adds the ratios to ``result``
     save_results(f"pam-{started.strftime('%Y%m%dT%H%M%SZ')}", result, text)
