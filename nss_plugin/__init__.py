@@ -14,17 +14,28 @@ serves the node's account snapshot there from memory:
 
 from __future__ import annotations
 
-from .accounts import AccountView, Conflict, Group, Limits, LocalAccounts, User
-from .errors import NssPluginError, ServiceNameError, SnapshotError
-from .records import group_record, user_record
-from .userdb import UserDatabase, VarlinkError
-from .varlink import (
-    DEFAULT_SERVICE,
-    DEFAULT_SOCKET_DIR,
-    UserdbServer,
-    bypass_self,
-    check_service_name,
-)
+import importlib
+from typing import Any
+
+#: where each public name lives, loaded on first use (PEP 562): a PAM helper that only
+#: asks the agent (``varlink.call_once``) must not pay for the whole provider.
+_EXPORTS = {
+    **dict.fromkeys(("AccountView", "Conflict", "Group", "Limits", "LocalAccounts", "User"),
+                    "accounts"),
+    **dict.fromkeys(("NssPluginError", "ServiceNameError", "SnapshotError"), "errors"),
+    **dict.fromkeys(("group_record", "user_record"), "records"),
+    **dict.fromkeys(("UserDatabase", "VarlinkError"), "userdb"),
+    **dict.fromkeys(("DEFAULT_SERVICE", "DEFAULT_SOCKET_DIR", "UserdbServer", "bypass_self",
+                     "check_service_name"), "varlink"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nss_plugin' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"nss_plugin.{module}"), name)
+
 
 __all__ = [
     "DEFAULT_SERVICE", "DEFAULT_SOCKET_DIR", "AccountView", "Conflict", "Group", "Limits",

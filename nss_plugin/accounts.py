@@ -374,7 +374,13 @@ class AccountView:
                       local: LocalAccounts | None = None) -> AccountView:
         """The view of the node agent's snapshot, which ``xos_node.model`` has validated
         (names, numbers, uniqueness, members): only the local accounts are checked here."""
-        local = local or LocalAccounts()
+        from xos_node.model import gc_paused
+
+        with gc_paused():
+            return cls._from_snapshot(snapshot, local or LocalAccounts())
+
+    @classmethod
+    def _from_snapshot(cls, snapshot: NodeSnapshot, local: LocalAccounts) -> AccountView:
         conflicts: list[Conflict] = []
         users_by_name: dict[str, User] = {}
         users_by_uid: dict[int, User] = {}

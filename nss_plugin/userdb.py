@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .accounts import AccountView, Group, User
+from .client import GET_LOGIN_STATE, NODE_INTERFACE, NODE_NO_SUCH_USER, NODE_PERMISSION_DENIED
 from .records import DISPOSITION, group_reply, user_reply
 
 INTERFACE = "io.systemd.UserDatabase"
@@ -30,11 +31,6 @@ NON_MATCHING_RECORD_FOUND = f"{INTERFACE}.NonMatchingRecordFound"
 INVALID_PARAMETER = f"{VARLINK_SERVICE}.InvalidParameter"
 METHOD_NOT_FOUND = f"{VARLINK_SERVICE}.MethodNotFound"
 INTERFACE_NOT_FOUND = f"{VARLINK_SERVICE}.InterfaceNotFound"
-#: The agent's own interface for the node's PAM helpers (root only): what they decide a
-#: login by, from memory, so that a login costs one lookup however many users there are.
-NODE_INTERFACE = "io.xos.Node"
-NODE_NO_SUCH_USER = f"{NODE_INTERFACE}.NoSuchUser"
-NODE_PERMISSION_DENIED = f"{NODE_INTERFACE}.PermissionDenied"
 EXPECTED_MORE = f"{VARLINK_SERVICE}.ExpectedMore"
 
 UID_MAX = 2**32 - 1
@@ -209,7 +205,7 @@ class UserDatabase:
             f"{INTERFACE}.GetUserRecord": self.get_user_record,
             f"{INTERFACE}.GetGroupRecord": self.get_group_record,
             f"{INTERFACE}.GetMemberships": self.get_memberships,
-            f"{NODE_INTERFACE}.GetLoginState": self.get_login_state,
+            GET_LOGIN_STATE: self.get_login_state,
             f"{VARLINK_SERVICE}.GetInfo": self.get_info,
             f"{VARLINK_SERVICE}.GetInterfaceDescription": self.get_interface_description,
         }

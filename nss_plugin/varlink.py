@@ -545,37 +545,3 @@ def _peer_uid(sock: socket.socket) -> int | None:
         return None
     return int(uid)
 
-
-def call_once(path: str | os.PathLike[str], method: str, parameters: dict[str, Any],
-              timeout: float = 2.0, max_message: int = MAX_MESSAGE) -> dict[str, Any]:
-    """One Varlink call on a fresh connection: the reply's parameters, VarlinkError for an
-    error reply, OSError (a TimeoutError after ``timeout`` seconds in all) when the
-    server is not there, stalls or does not speak Varlink."""
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-        sock.settimeout(timeout)
-        sock.connect(os.fspath(path))
-        sock.sendall(json.dumps({"method": method, "parameters": parameters}).encode()
-                     + b"\0")
-        buffer = b""
-        while b"\0" not in buffer:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"{path} closed the connection without an answer")
-            buffer += chunk
-            if len(buffer) > max_message:
-                raise ConnectionError(f"{path} answered more than {max_message} bytes")
-    try:
-        reply = json.loads(buffer.partition(b"\0")[0])
-    except (ValueError, RecursionError):
-        raise ConnectionError(f"{path} answered something that is not JSON") from None
-    if not isinstance(reply, dict):
-        raise ConnectionError(f"{path} answered something that is not a Varlink reply")
-    if isinstance(reply.get("error"), str):
-        raise VarlinkError(reply["error"], reply.get("parameters")
-                           if isinstance(reply.get("parameters"), dict) else None)
-    answer = reply.get("parameters", {})
-    if not isinstance(answer, dict):
-        raise ConnectionError(f"{path} answered parameters that are not an object")
-    return answer

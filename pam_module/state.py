@@ -161,13 +161,17 @@ def _ask_agent(socket_path: Path, user: str, node: str
         return None
     if not stat.S_ISSOCK(st.st_mode) or _unsafe(parent) or st.st_uid not in TRUSTED_OWNERS:
         return None
-    from nss_plugin.userdb import NODE_NO_SUCH_USER, VarlinkError
-    from nss_plugin.varlink import call_once
+    from nss_plugin.client import (
+        GET_LOGIN_STATE,
+        NODE_NO_SUCH_USER,
+        VarlinkReplyError,
+        call_once,
+    )
 
     try:
-        answer = call_once(socket_path, "io.xos.Node.GetLoginState", {"userName": user},
+        answer = call_once(socket_path, GET_LOGIN_STATE, {"userName": user},
                            timeout=AGENT_TIMEOUT)
-    except VarlinkError as error:
+    except VarlinkReplyError as error:
         if error.error != NODE_NO_SUCH_USER:
             return None
         answer = {}

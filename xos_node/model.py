@@ -24,6 +24,8 @@ The wire shapes are those of ``vo_service.sync.services`` (``snapshot`` and ``ch
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -137,6 +139,23 @@ class Group:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "gid": self.gid, "path": self.path, "vo": self.vo,
                 "members": sorted(self.members)}
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a whole view is built.
+
+    Why: building a hundred thousand small objects that all stay alive makes Python's
+    collector walk the growing heap again and again (it counts allocations, not garbage);
+    pausing it halves the time of a whole snapshot or NSS view. Nothing built here forms
+    cycles, so nothing is left for the collector to find afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- validation of single values ------------------------------------------------------
@@ -395,6 +414,11 @@ class Snapshot:
                   limits: Limits = DEFAULT_LIMITS) -> Snapshot:
         """A snapshot answer (or a stored one), validated whole; ``node`` is the name the
         answer must be for (an answer meant for another node is refused)."""
+        with gc_paused():
+            return cls._from_json(data, node, limits)
+
+    @classmethod
+    def _from_json(cls, data: object, node: str | None, limits: Limits) -> Snapshot:
         body = _mapping(data, "snapshot")
         name = check_node_name(_field(body, "node", "snapshot"))
         if node is not None and name != node:
