@@ -46,6 +46,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     api.init_app(app)
     cli.init_app(app)
+    import web  # the portal: server-rendered pages over the same domain services
+
+    web.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,175 @@
+"""The portal's pages through Flask's test client, with CSRF protection on as in
+production: sign-in, the user's memberships, asking to join, and a VO admin approving
+and suspending; the refusals (no CSRF token, another VO's admin, a member on admin
+pages, a redirect off-site) and the escaping of what users typed."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import flask_migrate
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from support import make_app
+
+from vo_service.auth.passwords import PasswordService
+from vo_service.authz import Actor
+from vo_service.context import ServiceContext
+from vo_service.db import db
+from vo_service.memberships.services import MembershipService
+from vo_service.users.services import UserService
+from vo_service.vos.services import VOService
+
+PASSWORD = "correct horse battery"
+SCRIPT = '<script>alert("x")</script>'
+
+
+@pytest.fixture
+def portal() -> Iterator[Flask]:
+    """A service with a portal (not named ``app``: pytest-flask would push one request
+    context around the whole test, and every test client request would share its ``g``,
+    signed-in user and CSRF token included)."""
+    with tempfile.TemporaryDirectory(prefix="xos-portal-") as work:
+        app = make_app(f"sqlite:///{Path(work) / 'xos.sqlite3'}", WTF_CSRF_ENABLED=True)
+        with app.app_context():
+            flask_migrate.upgrade()
+            ctx = ServiceContext.build(db.session, app.config)
+            system = Actor.system("pytest")
+            vos = VOService(ctx)
+            atlas, cms = vos.create(system, "atlas"), vos.create(system, "cms")
+            users = {name: UserService(ctx).create(system, name, name.title())
+                     for name in ("alice", "bob", "carol", "mallory")}
+            for user in users.values():
+                PasswordService(ctx).set(system, user, PASSWORD)
+            vos.set_admin(system, atlas, users["alice"], True)
+            vos.set_admin(system, cms, users["carol"], True)
+            MembershipService(ctx).add(system, atlas, users["alice"])
+            bob = users["bob"]
+            MembershipService(ctx).request(Actor(label="user:bob", user_id=bob.id), atlas,
+                                           bob, SCRIPT)
+            db.session.commit()
+        yield app
+        with app.app_context():
+            db.engine.dispose()
+
+
+def csrf(page: bytes) -> str:
+    found = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert found, "the page has no CSRF token"
+    return found.group(1).decode()
+
+
+def sign_in(client: FlaskClient, user: str, password: str = PASSWORD,
+            **query: str) -> Any:
+    token = csrf(client.get("/signin").data)
+    return client.post("/signin", query_string=query,
+                       data={"csrf_token": token, "username": user, "password": password})
+
+
+def test_sign_in_see_memberships_and_sign_out(portal: Flask) -> None:
+    client = portal.test_client()
+    assert client.get("/home").status_code == 302  # to the sign-in page
+    assert sign_in(client, "alice", "wrong").status_code == 401
+    answer = sign_in(client, "alice")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/home")
+    home = client.get("/home")
+    assert home.status_code == 200
+    assert b"atlas" in home.data and b"/atlas" in home.data and b"active" in home.data
+    token = csrf(home.data)
+    assert client.post("/signout", data={}).status_code == 400  # no CSRF token
+    assert client.post("/signout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/home").status_code == 302
+
+
+def test_every_page_carries_the_security_headers(portal: Flask) -> None:
+    client = portal.test_client()
+    page = client.get("/signin")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp and page.headers["X-Frame-Options"] == "DENY"
+    assert "Strict-Transport-Security" not in page.headers  # plain http here
+    secure = client.get("/signin", base_url="https://vo.example.org")
+    assert secure.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert b"<style" not in page.data and b"<script" not in page.data  # nothing inline
+
+
+def test_a_request_to_join_then_approval_by_the_vo_admin(portal: Flask) -> None:
+    mallory = portal.test_client()
+    sign_in(mallory, "mallory")
+    home = mallory.get("/home")
+    answer = mallory.post("/join", data={"csrf_token": csrf(home.data), "vo": "atlas",
+                                         "reason": "analysis work"})
+    assert answer.status_code == 302
+    assert b"pending" in mallory.get("/home").data
+    admin = portal.test_client()
+    sign_in(admin, "alice")
+    pending = admin.get("/vos/atlas/members?status=pending")
+    assert pending.status_code == 200 and b"mallory" in pending.data and b"bob" in pending.data
+    answer = admin.post("/vos/atlas/members", data={
+        "csrf_token": csrf(pending.data), "operation": "approve",
+        "users": ["mallory", "bob"]})
+    assert answer.status_code == 302
+    assert b"active" in mallory.get("/home").data
+    active = admin.get("/vos/atlas/members?status=active").data
+    assert b"mallory" in active and b"bob" in active
+    # then suspended: the change is all or nothing
+    answer = admin.post("/vos/atlas/members", data={
+        "csrf_token": csrf(active), "operation": "suspend", "users": ["mallory"],
+        "reason": "left the experiment"})
+    assert answer.status_code == 302
+    assert b"suspended" in mallory.get("/home").data
+
+
+def test_admin_pages_are_for_that_vos_admins_only(portal: Flask) -> None:
+    client = portal.test_client()
+    sign_in(client, "carol")  # admin of cms, not of atlas
+    assert client.get("/vos/cms/members").status_code == 200
+    assert client.get("/vos/atlas/members").status_code == 403
+    token = csrf(client.get("/home").data)
+    assert client.post("/vos/atlas/members", data={"csrf_token": token, "operation": "approve",
+                                                   "users": ["bob"]}).status_code == 403
+    member = portal.test_client()
+    sign_in(member, "bob")
+    assert member.get("/vos/atlas/members").status_code == 403
+    assert member.get("/vos/nosuch/members").status_code == 404
+
+
+def test_forms_without_a_csrf_token_change_nothing(portal: Flask) -> None:
+    client = portal.test_client()
+    sign_in(client, "alice")
+    client.post("/vos/atlas/members", data={"operation": "approve", "users": ["bob"]})
+    assert b"pending" in client.get("/vos/atlas/members?q=bob").data
+    assert client.post("/signin", data={"username": "alice", "password": PASSWORD}
+                       ).status_code == 400
+
+
+def test_what_users_typed_is_escaped(portal: Flask) -> None:
+    client = portal.test_client()
+    sign_in(client, "alice")
+    page = client.get("/vos/atlas/members").data
+    assert SCRIPT.encode() not in page
+    assert b"&lt;script&gt;alert(" in page
+
+
+def test_sign_in_never_redirects_off_site(portal: Flask) -> None:
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        client = portal.test_client()
+        answer = sign_in(client, "alice", next=target)
+        assert answer.headers["Location"].endswith("/home"), target
+
+
+def test_oversized_and_bogus_actions_are_refused(portal: Flask) -> None:
+    client = portal.test_client()
+    sign_in(client, "alice")
+    token = csrf(client.get("/vos/atlas/members").data)
+    for data in ({"operation": "delete-everything", "users": ["bob"]},
+                 {"operation": "approve", "users": [f"u{i}" for i in range(501)]},
+                 {"operation": "approve", "users": ["bob"], "reason": "x" * 5000}):
+        client.post("/vos/atlas/members", data={"csrf_token": token, **data})
+    assert b"pending" in client.get("/vos/atlas/members?q=bob").data
+    assert sign_in(portal.test_client(), "a" * 10_000).status_code == 400
