@@ -29,3 +29,7 @@ class MembersForm(FlaskForm):  # type: ignore[misc]
     operation = HiddenField(validators=[DataRequired(), AnyOf(OPERATIONS)])
     users = SelectMultipleField(validators=[DataRequired()], validate_choice=False)
     reason = StringField("Reason", validators=[Optional(), Length(max=500)])
+
+
+class EndSessionForm(FlaskForm):  # type: ignore[misc]
+    family = HiddenField(validators=[DataRequired(), Length(max=32)])

@@ -12,16 +12,18 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from vo_service.audit.services import AuditService
 from vo_service.auth.passwords import Login
 from vo_service.context import ServiceContext
 from vo_service.db import db
 from vo_service.errors import XosError
 from vo_service.memberships.services import MembershipService
+from vo_service.oauth.sessions import LoginSessions
 from vo_service.users.services import UserService
 from vo_service.vos.models import VO, VOAdmin
 from vo_service.vos.services import VOService
 
-from .forms import OPERATIONS, JoinForm, MembersForm, SignInForm, SignOutForm
+from .forms import OPERATIONS, EndSessionForm, JoinForm, MembersForm, SignInForm, SignOutForm
 from .security import portal_headers
 from .session import PortalUser
 
@@ -165,3 +167,49 @@ def _apply(ctx: ServiceContext, vo: VO, form: MembersForm) -> None:
         flash(f"Nothing changed: {error.detail}", "error")
         return
     flash(f"{form.operation.data.capitalize()}: {', '.join(names)}.", "info")
+
+
+# -- the user's logins ------------------------------------------------------------------
+@blueprint.route("/sessions", methods=["GET", "POST"])
+@login_required
+def sessions() -> Any:
+    logins = LoginSessions(_ctx())
+    form = EndSessionForm()
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                logins.end(current_user.actor, current_user.user, form.family.data)
+                db.session.commit()
+                flash("That login is ended: its device must sign in again.", "info")
+            except XosError as error:
+                db.session.rollback()
+                flash(error.detail, "error")
+        else:
+            flash("That request was not valid.", "error")
+        return redirect(url_for("portal.sessions"))
+    return render_template("portal/sessions.html", form=form,
+                           logins=logins.active(current_user.actor, current_user.user))
+
+
+# -- a VO admin's audit log ---------------------------------------------------------------
+@blueprint.route("/vos/<vo>/audit")
+@login_required
+def audit(vo: str) -> str:
+    ctx = _ctx()
+    try:
+        target = VOService(ctx).get(vo)
+        ctx.authz.require_vo_admin(current_user.actor, target)
+    except XosError as error:
+        abort(error.status if error.status in (403, 404) else 404)
+    action = (request.args.get("action") or "").strip()[:64] or None
+    by = (request.args.get("actor") or "").strip()[:64] or None
+    after = request.args.get("after", "")
+    try:
+        events, following = AuditService(ctx).page(
+            current_user.actor, target, int(after) if after.isdigit() else None, None,
+            action, by)
+    except XosError as error:
+        flash(error.detail, "error")
+        events, following = [], None
+    return render_template("portal/audit.html", vo=target, events=events,
+                           following=following, action=action or "", actor=by or "")

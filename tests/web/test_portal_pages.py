@@ -173,3 +173,64 @@ def test_oversized_and_bogus_actions_are_refused(portal: Flask) -> None:
         client.post("/vos/atlas/members", data={"csrf_token": token, **data})
     assert b"pending" in client.get("/vos/atlas/members?q=bob").data
     assert sign_in(portal.test_client(), "a" * 10_000).status_code == 400
+
+
+def password_login(client: FlaskClient, user: str) -> dict[str, Any]:
+    """What ``xos-login login --password`` does: a refresh-token family for ``user``."""
+    answer = client.post("/oauth/token", data={"grant_type": "password", "username": user,
+                                               "password": PASSWORD,
+                                               "client_id": "xos-login"})
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()  # type: ignore[no-any-return]
+
+
+def test_a_user_sees_and_ends_their_logins(portal: Flask) -> None:
+    device = portal.test_client()
+    login = password_login(device, "alice")
+    browser = portal.test_client()
+    sign_in(browser, "alice")
+    page = browser.get("/sessions")
+    assert page.status_code == 200 and b"xos-login" in page.data
+    family = re.search(rb'name="family" value="([0-9a-f]+)"', page.data)
+    assert family is not None
+    # carol cannot end alice's login, even knowing its id
+    other = portal.test_client()
+    sign_in(other, "carol")
+    token = csrf(other.get("/sessions").data)
+    other.post("/sessions", data={"csrf_token": token, "family": family.group(1).decode()})
+    assert b"no such login" in other.get("/sessions").data
+    assert device.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": login["refresh_token"],
+        "client_id": "xos-login"}).status_code == 200
+    # alice ends it: the device's next renewal fails
+    renewed = password_login(device, "alice")  # a second login stays
+    page = browser.get("/sessions")
+    families = re.findall(rb'name="family" value="([0-9a-f]+)"', page.data)
+    assert len(families) == 2
+    browser.post("/sessions", data={"csrf_token": csrf(page.data),
+                                    "family": families[-1].decode()})
+    left = re.findall(rb'name="family" value="([0-9a-f]+)"', browser.get("/sessions").data)
+    assert left == families[:1]
+    assert renewed["refresh_token"]  # the newest login is the one listed first
+    assert browser.post("/sessions", data={"family": families[0].decode()}
+                        ).status_code == 302  # no CSRF token: refused, nothing ended
+    assert len(re.findall(rb'name="family"', browser.get("/sessions").data)) == 1
+
+
+def test_the_vo_audit_log_filters(portal: Flask) -> None:
+    admin = portal.test_client()
+    sign_in(admin, "alice")
+    page = admin.get("/vos/atlas/members?status=pending").data
+    admin.post("/vos/atlas/members", data={"csrf_token": csrf(page), "operation": "approve",
+                                           "users": ["bob"]})
+    log = admin.get("/vos/atlas/audit")
+    assert log.status_code == 200 and b"membership." in log.data
+    approvals = admin.get("/vos/atlas/audit?action=membership.approve").data
+    assert b"user:alice" in approvals and b"membership.request" not in approvals
+    by_system = admin.get("/vos/atlas/audit?actor=user:alice").data
+    assert b"cli:pytest" not in by_system
+    assert admin.get("/vos/atlas/audit?action=" + "x" * 5000).status_code == 200
+    assert admin.get("/vos/cms/audit").status_code == 403
+    member = portal.test_client()
+    sign_in(member, "bob")
+    assert member.get("/vos/atlas/audit").status_code == 403

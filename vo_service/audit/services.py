@@ -8,6 +8,8 @@ from sqlalchemy import select
 
 from ..authz import Actor
 from ..context import ServiceContext
+from ..errors import InvalidInput
+from ..users.services import prefix_upper_bound
 from ..vos.models import VO
 from .models import AuditEvent
 
@@ -22,9 +24,15 @@ class AuditService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def page(self, actor: Actor, vo: VO | None, after: int | None, limit: int | None
+    def page(self, actor: Actor, vo: VO | None, after: int | None, limit: int | None,
+             action: str | None = None, by: str | None = None
              ) -> tuple[list[AuditEvent], int | None]:
-        """Newest first; ``after`` is the seq of the last event already seen."""
+        """Newest first; ``after`` is the seq of the last event already seen. ``action``
+        keeps the events whose action starts with it ("membership." or
+        "membership.approve"), ``by`` those of one actor ("user:alice")."""
+        for label, value in (("action", action), ("actor", by)):
+            if value is not None and (len(value) > 64 or not value.isprintable()):
+                raise InvalidInput(f"the {label} filter is not a usable text")
         if vo is None:
             self.ctx.authz.require_service_admin(actor)
         else:
@@ -35,5 +43,10 @@ class AuditService:
             stmt = stmt.where(AuditEvent.vo_id == vo.id)
         if after is not None:
             stmt = stmt.where(AuditEvent.seq < after)
+        if action:
+            stmt = stmt.where(AuditEvent.action >= action,
+                              AuditEvent.action < prefix_upper_bound(action))
+        if by:
+            stmt = stmt.where(AuditEvent.actor == by)
         rows = list(self.ctx.session.scalars(stmt))
         return rows[:size], (rows[size - 1].seq if len(rows) > size else None)
