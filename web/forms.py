@@ -33,3 +33,17 @@ class MembersForm(FlaskForm):  # type: ignore[misc]
 
 class EndSessionForm(FlaskForm):  # type: ignore[misc]
     family = HiddenField(validators=[DataRequired(), Length(max=32)])
+
+
+class CreateVOForm(FlaskForm):  # type: ignore[misc]
+    name = StringField("New VO name", validators=[DataRequired(), Length(max=32)])
+    description = StringField("Description", validators=[Optional(), Length(max=500)])
+
+
+class VOAdminForm(FlaskForm):  # type: ignore[misc]
+    vo = StringField("VO", validators=[DataRequired(), Length(max=32)])
+    username = StringField("User", validators=[DataRequired(), Length(max=64)])
+
+
+class EnrolmentForm(FlaskForm):  # type: ignore[misc]
+    node = StringField("Node", validators=[DataRequired(), Length(max=253)])

@@ -18,12 +18,24 @@ from vo_service.context import ServiceContext
 from vo_service.db import db
 from vo_service.errors import XosError
 from vo_service.memberships.services import MembershipService
+from vo_service.nodes.enrolment import EnrolmentService
+from vo_service.nodes.services import NodeService
 from vo_service.oauth.sessions import LoginSessions
 from vo_service.users.services import UserService
 from vo_service.vos.models import VO, VOAdmin
 from vo_service.vos.services import VOService
 
-from .forms import OPERATIONS, EndSessionForm, JoinForm, MembersForm, SignInForm, SignOutForm
+from .forms import (
+    OPERATIONS,
+    CreateVOForm,
+    EndSessionForm,
+    EnrolmentForm,
+    JoinForm,
+    MembersForm,
+    SignInForm,
+    SignOutForm,
+    VOAdminForm,
+)
 from .security import portal_headers
 from .session import PortalUser
 
@@ -213,3 +225,69 @@ def audit(vo: str) -> str:
         events, following = [], None
     return render_template("portal/audit.html", vo=target, events=events,
                            following=following, action=action or "", actor=by or "")
+
+
+# -- a VO admin's view of the VO's nodes ----------------------------------------------------
+@blueprint.route("/vos/<vo>/nodes")
+@login_required
+def vo_nodes(vo: str) -> str:
+    ctx = _ctx()
+    nodes = NodeService(ctx)
+    try:
+        target = VOService(ctx).get(vo)
+        rows, following = nodes.page(current_user.actor, target,
+                                     request.args.get("after") or None)
+    except XosError as error:
+        abort(error.status if error.status in (403, 404) else 404)
+    return render_template("portal/nodes.html", vo=target,
+                           nodes=[nodes.record(n) for n in rows], following=following)
+
+
+# -- the service admin's page ---------------------------------------------------------------
+@blueprint.route("/admin", methods=["GET", "POST"])
+@login_required
+def admin() -> Any:
+    ctx = _ctx()
+    actor = current_user.actor
+    if not actor.is_service_admin:
+        abort(403)
+    # distinct field names, one CSRF field: the posted "form" says which one was sent
+    forms: dict[str, Any] = {"vo": CreateVOForm(), "admin": VOAdminForm(),
+                             "enrol": EnrolmentForm()}
+    token = None
+    if request.method == "POST":
+        which = request.form.get("form")
+        form = forms.get(which or "")
+        if form is None or not form.validate_on_submit():
+            flash("That form was not complete.", "error")
+        else:
+            try:
+                token = _admin_action(ctx, actor, which or "", form)
+                db.session.commit()
+            except XosError as error:
+                db.session.rollback()
+                flash(error.detail, "error")
+    vos, following = VOService(ctx).page(request.args.get("after") or None)
+    return render_template("portal/admin.html", forms=forms, vos=vos, following=following,
+                           token=token)
+
+
+def _admin_action(ctx: ServiceContext, actor: Any, which: str, form: Any) -> str | None:
+    """Carry out one service-admin form; an enrolment token is returned to show once."""
+    vos = VOService(ctx)
+    if which == "vo":
+        vo = vos.create(actor, form.name.data.strip().lower(), form.description.data or "")
+        flash(f"VO {vo.name} created.", "info")
+    elif which == "admin":
+        vo = vos.get(form.vo.data.strip().lower())
+        user = UserService(ctx).get(form.username.data.strip().lower())
+        vos.set_admin(actor, vo, user, True)
+        flash(f"{user.username} now administers {vo.name}.", "info")
+    else:
+        node = NodeService(ctx).get(form.node.data.strip().lower())
+        token, expires = EnrolmentService(ctx).issue(
+            actor, node, current_app.config["ENROLMENT_TOKEN_HOURS"])
+        flash(f"An enrolment token for {node.name}, valid until {expires:%Y-%m-%d %H:%M}"
+              " UTC. It is shown once: copy it to the node now.", "info")
+        return token
+    return None
