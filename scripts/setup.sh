@@ -18,6 +18,8 @@ command -v ldapsearch >/dev/null || missing+=(ldap-utils)
 command -v pamtester >/dev/null || missing+=(pamtester)   # node PAM tests
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
+[ -x /usr/bin/chromium ] || missing+=(chromium)              # browser tests of the portal (headless)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)   # Selenium drives it, no download
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2
     # Packages must not start daemons here (openssh-server would listen on port 22):
