@@ -223,8 +223,17 @@ def audit(vo: str) -> str:
     except XosError as error:
         flash(error.detail, "error")
         events, following = [], None
-    return render_template("portal/audit.html", vo=target, events=events,
+    return render_template("portal/audit.html", vo=target,
+                           events=[(e, _difference(e.before, e.after)) for e in events],
                            following=following, action=action or "", actor=by or "")
+
+
+def _difference(before: Any, after: Any) -> list[tuple[str, Any, Any]]:
+    """What an event changed, field by field: (field, before, after) where they differ."""
+    old = before if isinstance(before, dict) else {}
+    new = after if isinstance(after, dict) else {}
+    return [(key, old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)]
 
 
 # -- a VO admin's view of the VO's nodes ----------------------------------------------------
