@@ -41,6 +41,7 @@ XOS identity VO service (demo VO "demo", SQLite at $XOS_INSTANCE_PATH/xos.sqlite
   API key:   $key
   try:       curl -H "Authorization: Bearer $key" http://127.0.0.1:$port/api/v1/vos/demo
   CA:        $XOS_INSTANCE_PATH/ca (root: http://127.0.0.1:$port/ca/root.pem, OCSP: /ocsp)
+  portal:    http://127.0.0.1:$port/signin   (alice, bob or carol with the password below)
   login:     .venv/bin/xos-login --url http://127.0.0.1:$port login   (device flow; or --password)
              researchers alice and bob (carol is still pending), password: $password
 Stop with Ctrl-C.
