@@ -47,7 +47,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import platform
 import random
 import resource
 import secrets
@@ -88,6 +87,7 @@ from measure import (
     cpu_counters,
     free_port,
     gunicorn,
+    machine_basics,
     save_results,
     wait_quiet,
 )
@@ -741,16 +741,10 @@ def service(args: argparse.Namespace, work: Path, code: str, log: str,
 
 # -- the report --------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu,
-            "python": platform.python_version(), "cryptography": cryptography.__version__,
+    return {**machine_basics(), "cryptography": cryptography.__version__,
             "cryptography_openssl": openssl_backend.openssl_version_text(),
             "openssl_cli": openssl("version").stdout.decode().strip(),
-            "sqlite": sqlite3.sqlite_version, "kernel": platform.release()}
+            "sqlite": sqlite3.sqlite_version}
 
 
 def by_name(runs: list[dict[str, Any]], start: str) -> dict[str, Any]:

@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -64,6 +63,7 @@ from measure import (
     create_users,
     gunicorn,
     http_latency,
+    machine_basics,
     replay_latency,
     save_results,
     slowest_statement,
@@ -309,14 +309,8 @@ def check_numbers(url: str) -> dict[str, Any]:
 
 
 def machine(url: str) -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    info = {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu,
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-            "sqlalchemy": sa.__version__, "kernel": platform.release()}
+    info = {**machine_basics(), "sqlite": sqlite3.sqlite_version,
+            "sqlalchemy": sa.__version__}
     if url.startswith("postgresql"):
         info["postgresql"] = _scalars(url, "SHOW server_version")[0]
     return info

@@ -72,7 +72,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -97,6 +96,7 @@ from measure import (
     busy_since,
     cpu_counters,
     free_port,
+    machine_basics,
     save_results,
     timed_loop,
     wait_quiet,
@@ -707,16 +707,10 @@ def measure_memory(path: Path) -> dict[str, Any]:
 
 # -- the report -------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
     import gunicorn
 
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu,
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-            "gunicorn": gunicorn.__version__, "kernel": platform.release(),
+    return {**machine_basics(), "sqlite": sqlite3.sqlite_version,
+            "gunicorn": gunicorn.__version__,
             "filesystem": subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T",
                                           tempfile.gettempdir()],
                                          capture_output=True, text=True).stdout.strip()}

@@ -87,7 +87,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -102,7 +101,7 @@ from pathlib import Path
 from typing import Any
 
 import frozen
-from measure import Stats, busy_since, cpu_counters, save_results, wait_quiet
+from measure import Stats, busy_since, cpu_counters, machine_basics, save_results, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -403,21 +402,14 @@ def import_times(node: Any, python: str, code: str, runs: int = 5) -> dict[str, 
 
 # -- the report -------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-
     def package(name: str) -> str:
         return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", name],
                               capture_output=True, text=True).stdout.strip() or "?"
 
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu,
-            "python": platform.python_version(), "linux_pam": package("libpam0g"),
+    return {**machine_basics(), "linux_pam": package("libpam0g"),
             "pamtester": package("pamtester"), "libxcrypt": package("libcrypt1"),
             "python_pam": metadata.version("python-pam"),
-            "cryptography": metadata.version("cryptography"), "kernel": platform.release()}
+            "cryptography": metadata.version("cryptography")}
 
 
 def _ms(value: float) -> str:

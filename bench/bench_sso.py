@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import Any
 
 from bench_core import database
-from measure import RESULTS, Stats, busy_since, cpu_counters, gunicorn, save_results, wait_quiet
+from measure import (
+    RESULTS,
+    Stats,
+    busy_since,
+    cpu_counters,
+    gunicorn,
+    machine_basics,
+    save_results,
+    wait_quiet,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "benchmark password 0123"
@@ -242,9 +251,7 @@ def measure(args: argparse.Namespace, url: str, work: str, log: str) -> list[dic
 
 def report(args: argparse.Namespace, started: dt.datetime, name: str,
            rows: list[dict[str, Any]]) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
+    cpu = machine_basics()["cpu"]
     result = {"started": started.isoformat(timespec="seconds"), "code": describe(),
               "command": " ".join([".venv/bin/python", "bench/bench_sso.py", *sys.argv[1:]]),
               "machine": f"{cpu}, {os.cpu_count()} cores", "users": args.users,

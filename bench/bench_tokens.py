@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -52,7 +50,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from measure import QUIET_WAIT, RESULTS, Stats, busy_since, cpu_counters, save_results, wait_quiet
+from measure import (
+    QUIET_WAIT,
+    RESULTS,
+    Stats,
+    busy_since,
+    cpu_counters,
+    machine_basics,
+    save_results,
+    wait_quiet,
+)
 
 import xos_tokens
 from xos_tokens import KeySet, SigningKey, sign_access_token, verify_access_token
@@ -212,12 +219,8 @@ def code_state() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "cryptography": cryptography.__version__, "pyjwt": jwt.__version__,
-            "openssl": openssl_backend.openssl_version_text(), "kernel": platform.release()}
+    return {**machine_basics(), "cryptography": cryptography.__version__,
+            "pyjwt": jwt.__version__, "openssl": openssl_backend.openssl_version_text()}
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import http.client
 import json
 import math
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -322,3 +323,14 @@ def save_results(name: str, result: dict[str, Any], text: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(text)
     print("\n" + text)
+
+
+def machine_basics() -> dict[str, Any]:
+    """What every bench says of the machine: cores, memory, CPU model, Python, kernel."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal"))
+    return {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu,
+            "python": platform.python_version(), "kernel": platform.release()}

@@ -62,6 +62,16 @@ def _layout() -> dict[str, Any]:
     return {"signout_form": SignOutForm() if current_user.is_authenticated else None}
 
 
+def _administered(ctx: ServiceContext, name: str) -> VO:
+    """The VO ``name`` if the signed-in user administers it; 404 or 403 otherwise."""
+    try:
+        vo = VOService(ctx).get(name)
+        ctx.authz.require_vo_admin(current_user.actor, vo)
+    except XosError as error:
+        abort(error.status if error.status in (403, 404) else 404)
+    return vo
+
+
 # -- signing in and out -------------------------------------------------------------------
 @blueprint.route("/")
 def index() -> Response:
@@ -136,11 +146,7 @@ def join() -> Response:
 @login_required
 def members(vo: str) -> Any:
     ctx = _ctx()
-    try:
-        target = VOService(ctx).get(vo)
-        ctx.authz.require_vo_admin(current_user.actor, target)
-    except XosError as error:
-        abort(error.status if error.status in (403, 404) else 404)
+    target = _administered(ctx, vo)
     form = MembersForm()
     if request.method == "POST":
         _apply(ctx, target, form)
@@ -208,11 +214,7 @@ def sessions() -> Any:
 @login_required
 def audit(vo: str) -> str:
     ctx = _ctx()
-    try:
-        target = VOService(ctx).get(vo)
-        ctx.authz.require_vo_admin(current_user.actor, target)
-    except XosError as error:
-        abort(error.status if error.status in (403, 404) else 404)
+    target = _administered(ctx, vo)
     action = (request.args.get("action") or "").strip()[:64] or None
     by = (request.args.get("actor") or "").strip()[:64] or None
     after = request.args.get("after", "")
