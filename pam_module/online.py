@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import ipaddress
 import json
 import ssl
 import time
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xos_tokens import Claims
+
+from xos_net import is_loopback
 
 from .checks import check_token
 from .errors import Refused, Unreachable
@@ -52,15 +53,6 @@ class _Deadline:
         return remaining
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _endpoint(issuer: str) -> urllib.parse.SplitResult:
     try:
         parts = urllib.parse.urlsplit(issuer.rstrip("/"))
@@ -69,7 +61,7 @@ def _endpoint(issuer: str) -> urllib.parse.SplitResult:
         raise Unreachable(f"the issuer {issuer[:80]!r} is not a usable URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Unreachable(f"the issuer {issuer[:80]!r} is not a usable URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise Refused(f"will not send a VO password over plain http to {parts.hostname}")
     return parts
 

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 XOS_TEST_PG_URL=$(bash scripts/postgres.sh)
 export XOS_TEST_PG_URL
-.venv/bin/ruff check vo_service ca xos_tokens xos_login xos_node pam_module nss_plugin tests bench
+.venv/bin/ruff check vo_service ca xos_tokens xos_net xos_login xos_node pam_module nss_plugin web tests bench
 .venv/bin/python -m pytest --cov=vo_service --cov-branch --cov-report=term:skip-covered "$@"

@@ -8,7 +8,6 @@ user said; a redirect is reported so that the user can fix ``--url`` instead.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import ssl
 import urllib.error
@@ -16,6 +15,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from xos_net import opener, service_url
 
 from .errors import BadAnswer, TLSFailure, Unreachable, UsageError
 
@@ -25,37 +26,12 @@ USER_AGENT = "xos-login/0.1"
 
 
 def normalize_url(url: str) -> str:
-    """The service's base URL without a trailing slash, or UsageError.
-
-    Plain http is refused except to this machine: the password and the refresh token
-    would cross the network readable by anyone on the path."""
-    url = url.strip().rstrip("/")
+    """The service's base URL without a trailing slash, or UsageError (``xos_net``'s
+    rules: plain http only to this machine)."""
     try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise UsageError(f"not a usable service URL: {url!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-            or parts.fragment or parts.username or any(c.isspace() for c in url):
-        raise UsageError(f"not a usable service URL: {url!r} (expected https://host[:port])")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise UsageError(f"refusing plain http to {parts.hostname}: passwords and tokens"
-                         " would travel unencrypted; use https://")
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises HTTPError with the 3xx status
+        return service_url(url, "passwords and tokens")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -92,15 +68,11 @@ class Service:
 
     def __init__(self, url: str, ca_file: str | None = None) -> None:
         self.url = normalize_url(url)
-        handlers: list[Any] = [_NoRedirect()]
-        if self.url.startswith("https://"):
-            try:
-                context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as error:
-                raise UsageError(f"cannot use the CA file {ca_file}: "
-                                 f"{getattr(error, 'strerror', None) or error}") from None
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+        try:
+            self._opener = opener(self.url, ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise UsageError(f"cannot use the CA file {ca_file}: "
+                             f"{getattr(error, 'strerror', None) or error}") from None
 
     def post_form(self, path: str, fields: dict[str, str]) -> Answer:
         data = urllib.parse.urlencode(fields).encode()

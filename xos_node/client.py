@@ -20,7 +20,6 @@ wrong: an operator must act) or ``BadAnswer``; the API key never appears in a me
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import re
 import ssl
@@ -36,6 +35,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 import xos_tokens
+from xos_net import opener, service_url
 
 from .errors import BadAnswer, Refused, TLSFailure, Unreachable, UsageError
 from .model import NODE_NAME_RE
@@ -57,29 +57,12 @@ KRL_MAGIC = b"SSHKRL\n\x00"
 
 
 def normalize_url(url: str) -> str:
-    """The service's base URL without a trailing slash, or ``UsageError``."""
-    url = url.strip().rstrip("/")
+    """The service's base URL without a trailing slash, or ``UsageError`` (``xos_net``'s
+    rules: plain http only to this machine)."""
     try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise UsageError(f"not a usable service URL: {url!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-            or parts.fragment or parts.username or any(c.isspace() for c in url):
-        raise UsageError(f"not a usable service URL: {url!r} (expected https://host[:port])")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise UsageError(f"refusing plain http to {parts.hostname}: the node's API key"
-                         " would travel unencrypted; use https://")
-    return url
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return service_url(url, "the node's API key")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def check_api_key(key: str) -> str:
@@ -110,11 +93,6 @@ def parse_json(body: bytes) -> Any:
     return json.loads(body, object_pairs_hook=_refuse_duplicates, parse_constant=no_constants)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises HTTPError with the 3xx status
-
-
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -139,17 +117,11 @@ class NodeClient:
         self._key = check_api_key(api_key)
         self.timeout, self.deadline = timeout, deadline
         self.max_answer, self.max_snapshot = max_answer, max_snapshot
-        handlers: list[Any] = [_NoRedirect()]
-        if is_loopback(urllib.parse.urlsplit(self.url).hostname or ""):
-            handlers.append(urllib.request.ProxyHandler({}))
-        if self.url.startswith("https://"):
-            try:
-                context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as error:
-                raise UsageError(f"cannot use the CA file {ca_file}: "
-                                 f"{getattr(error, 'strerror', None) or error}") from None
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+        try:
+            self._opener = opener(self.url, ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise UsageError(f"cannot use the CA file {ca_file}: "
+                             f"{getattr(error, 'strerror', None) or error}") from None
 
     def __repr__(self) -> str:
         return f"<NodeClient {self.node} at {self.url}>"  # never the key

@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ca.store import write_private, write_public
+from xos_net import opener
 
-from .client import _NoRedirect, is_loopback, normalize_url, parse_json
+from .client import normalize_url, parse_json
 from .errors import BadAnswer, Refused, ServiceError, Unreachable, UsageError
 
 log = logging.getLogger(__name__)
@@ -55,19 +56,11 @@ class Enrolled:
 
 
 def _post(url: str, path: str, body: dict[str, Any], ca_file: str | None) -> Any:
-    import ssl
-
-    handlers: list[Any] = [_NoRedirect()]
-    if is_loopback(urllib.parse.urlsplit(url).hostname or ""):
-        handlers.append(urllib.request.ProxyHandler({}))
-    if url.startswith("https://"):
-        handlers.append(urllib.request.HTTPSHandler(
-            context=ssl.create_default_context(cafile=ca_file)))
     # normalize_url admitted http(s) only: no file: or custom scheme reaches urllib
     request = urllib.request.Request(url + path, data=json.dumps(body).encode(),  # noqa: S310
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.build_opener(*handlers).open(request, timeout=TIMEOUT) as answer:
+        with opener(url, ca_file).open(request, timeout=TIMEOUT) as answer:
             return parse_json(answer.read(MAX_ANSWER + 1)[:MAX_ANSWER])
     except urllib.error.HTTPError as error:
         detail = ""
