@@ -37,7 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, WebDriverException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -334,10 +338,25 @@ def submit(driver: WebDriver, button: str, timeout: float = 10, wait: bool = Tru
     old = driver.find_element(By.TAG_NAME, "html")
     _button(driver, button).click()
     if wait:
-        WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(old),
+        WebDriverWait(driver, timeout).until(lambda _: _replaced(old),
                                              f"pressing {button!r} loaded no page")
         wait_for(driver, lambda d: d.execute_script("return document.readyState")
                  == "complete", timeout)
+
+
+def _replaced(element: WebElement) -> bool:
+    """Whether ``element``'s page is gone. Besides Selenium's stale-element error,
+    Chromium sometimes answers a handle of a replaced document with "Node with given id
+    does not belong to the document": that means gone too."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
 
 
 # -- the console ---------------------------------------------------------------------------
