@@ -67,7 +67,6 @@ import argparse
 import collections
 import datetime as dt
 import hashlib
-import http.client
 import json
 import logging
 import math
@@ -82,8 +81,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +92,7 @@ from measure import (
     Stats,
     busy_since,
     cpu_counters,
-    free_port,
+    gunicorn_process,
     machine_basics,
     save_results,
     timed_loop,
@@ -400,45 +397,6 @@ def children(pid: int) -> list[int]:
     return found
 
 
-@contextmanager
-def gunicorn_threaded(url: str, instance: Path, workers: int, threads: int, log: str,
-                      code: str) -> Iterator[tuple[int, int]]:
-    """measure.gunicorn with gthread workers (many long-polls held at once); yields the
-    port and the master's pid. Stopped with a 3 s grace: held long-polls are cut."""
-    port = free_port()
-    env = {**os.environ, "XOS_SQLALCHEMY_DATABASE_URI": url,
-           "XOS_INSTANCE_PATH": str(instance), "XOS_PUBLIC_URL": f"http://127.0.0.1:{port}"}
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--worker-class", "gthread", "--threads",
-             str(threads), "--timeout", "120", "--graceful-timeout", "3", "--chdir", code,
-             "--log-level", "warning", "vo_service:create_app()"],
-            env=env, stdout=out, stderr=out, cwd=code)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/healthz")
-                if connection.getresponse().status == 200:
-                    connection.close()
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not answer within 60 s; see {log}")
-            time.sleep(0.1)
-        yield port, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 class _Collect(logging.Handler):
@@ -529,7 +487,8 @@ def measure_spread(args: argparse.Namespace, work: Path, code: str, log: str
     stop = threading.Event()
     runners: list[threading.Thread] = []
     waited = wait_quiet()
-    with gunicorn_threaded(url, instance, args.workers, args.threads, log, code) as (port, pid):
+    with gunicorn_process(url, str(instance), args.workers, log, code, threads=args.threads,
+                          public_url=True) as (port, pid):
         base = f"http://127.0.0.1:{port}"
         loops = []
         started = time.perf_counter()

@@ -144,13 +144,29 @@ def gunicorn(url: str, instance: str, workers: int, log: str, code: str) -> Iter
     """Serve ``vo_service:create_app()`` from the folder ``code`` on 127.0.0.1 (sync
     workers, as scripts/demo.sh does) and yield the port; the server is stopped however
     the block ends."""
+    with gunicorn_process(url, instance, workers, log, code) as (port, _pid):
+        yield port
+
+
+@contextmanager
+def gunicorn_process(url: str, instance: str, workers: int, log: str, code: str, *,
+                     threads: int = 0, public_url: bool = False
+                     ) -> Iterator[tuple[int, int]]:
+    """:func:`gunicorn`, yielding the port and the master's pid; ``threads`` > 0 runs
+    gthread workers (many long-polls held at once, cut after a 3 s grace at the end),
+    ``public_url`` sets the service's PUBLIC_URL to the address it listens on."""
     port = free_port()
     env = {**os.environ, "XOS_SQLALCHEMY_DATABASE_URI": url, "XOS_INSTANCE_PATH": instance}
+    if public_url:
+        env["XOS_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    workers_args = ["--workers", str(workers)]
+    if threads:
+        workers_args += ["--worker-class", "gthread", "--threads", str(threads),
+                         "--timeout", "120", "--graceful-timeout", "3"]
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-             str(workers), "--chdir", code, "--log-level", "warning",
-             "vo_service:create_app()"],
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *workers_args,
+             "--chdir", code, "--log-level", "warning", "vo_service:create_app()"],
             env=env, stdout=out, stderr=out, cwd=code)
     try:
         deadline = time.monotonic() + 60
@@ -168,7 +184,7 @@ def gunicorn(url: str, instance: str, workers: int, log: str, code: str) -> Iter
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn did not answer within 60 s; see {log}")
             time.sleep(0.1)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
