@@ -6,7 +6,10 @@ not do through the API. Modules:
 
 - ``session``: sign-in with Flask-Login (VO password or linked institutional LDAP, the
   same throttled check as the OAuth password grant);
-- ``views``: the pages; ``forms``: their Flask-WTF forms (CSRF on every one);
+- ``portal``: the blueprint and what every page shares (the request's service context,
+  the VO-admin check, the VO pages' tabs);
+- ``pages``: one module per feature with its Flask-WTF forms (CSRF on every one) and
+  its routes;
 - ``security``: the headers every portal answer carries (a CSP without inline script or
   style, no framing, HSTS behind TLS).
 """
@@ -17,7 +20,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import session, views
+    from . import pages, portal, session  # noqa: F401  (pages registers the routes)
 
     session.init_app(app)
-    app.register_blueprint(views.blueprint)
+    app.register_blueprint(portal.blueprint)
