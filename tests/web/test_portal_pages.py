@@ -12,13 +12,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from portal_support import PASSWORD, SCRIPT, csrf, sign_in
 
-from vo_service.auth.passwords import PasswordService
-from vo_service.authz import Actor
-from vo_service.context import ServiceContext
-from vo_service.db import db
-from vo_service.nodes.services import NodeService
-from vo_service.users.services import UserService
-
 
 def test_sign_in_see_memberships_and_sign_out(portal: Flask) -> None:
     client = portal.test_client()
@@ -183,34 +176,3 @@ def test_the_vo_audit_log_filters(portal: Flask) -> None:
     member = portal.test_client()
     sign_in(member, "bob")
     assert member.get("/vos/atlas/audit").status_code == 403
-
-
-def test_the_service_admin_creates_a_vo_names_its_admin_and_enrols_a_node(
-        portal: Flask) -> None:
-    with portal.app_context():
-        ctx = ServiceContext.build(db.session, portal.config)
-        system = Actor.system("pytest")
-        root = UserService(ctx).create(system, "gridops", "Grid Ops", is_service_admin=True)
-        PasswordService(ctx).set(system, root, PASSWORD)
-        NodeService(ctx).register(system, "wn1.grid.example", vos=["atlas"])
-        db.session.commit()
-    client = portal.test_client()
-    sign_in(client, "gridops")
-    page = client.get("/admin")
-    assert page.status_code == 200
-    client.post("/admin", data={"csrf_token": csrf(page.data), "form": "vo",
-                                "name": "lhcb", "description": SCRIPT})
-    page = client.get("/admin")
-    assert b"lhcb" in page.data and SCRIPT.encode() not in page.data
-    client.post("/admin", data={"csrf_token": csrf(page.data), "form": "admin",
-                                "vo": "lhcb", "username": "mallory"})
-    token_page = client.post("/admin", data={"csrf_token": csrf(page.data), "form": "enrol",
-                                             "node": "wn1.grid.example"})
-    assert re.search(rb"xet_[A-Za-z0-9_-]{20,}", token_page.data)
-    mallory = portal.test_client()
-    sign_in(mallory, "mallory")
-    assert mallory.get("/vos/lhcb/members").status_code == 200  # now lhcb's admin
-    assert mallory.get("/admin").status_code == 403
-    nodes = client.get("/vos/atlas/nodes")
-    assert nodes.status_code == 200 and b"wn1.grid.example" in nodes.data
-    assert mallory.get("/vos/atlas/nodes").status_code == 403
