@@ -142,7 +142,12 @@ def admin_nodes() -> Any:
               " UTC. It is shown once: copy it to the node now.", "info")
         return token
 
-    token = _carry_out(forms, act) if request.method == "POST" else None
+    token = None
+    if request.method == "POST":
+        token = _carry_out(forms, act)
+        if token is None:  # after-post redirect; a token is shown once, in this answer
+            return redirect(url_for("portal.admin_nodes"))
+        forms = {which: type(form)(formdata=None) for which, form in forms.items()}
     try:
         rows, following = nodes.page(actor, None, request.args.get("after") or None)
     except XosError as error:
