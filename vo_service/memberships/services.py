@@ -140,6 +140,28 @@ class MembershipService:
         rows = rows[:size]
         return self.records(vo, rows), (rows[-1][1].username if more else None)
 
+    def group_page(self, actor: Actor, vo: VO, group: Group, after: str | None = None,
+                   limit: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """The members of ``group`` by name, a page at a time (VO admins and the group's
+        managers). The root group lists the VO's active members; a subgroup every
+        membership listed in it, whatever its status."""
+        self.ctx.authz.require_group_manager(actor, vo, group)
+        size = self.ctx.page_size(limit)
+        stmt = (select(Membership, User).join(User, User.id == Membership.user_id)
+                .where(Membership.vo_id == vo.id).order_by(Membership.username)
+                .limit(size + 1))
+        if group.is_root:
+            stmt = stmt.where(Membership.status == "active")
+        else:
+            stmt = stmt.join(GroupMembership, GroupMembership.membership_id == Membership.id
+                             ).where(GroupMembership.group_id == group.id)
+        if after:
+            stmt = stmt.where(Membership.username > after[:32])
+        rows = [(m, u) for m, u in self.session.execute(stmt)]
+        more = len(rows) > size
+        rows = rows[:size]
+        return self.records(vo, rows), (rows[-1][1].username if more else None)
+
     def of_user(self, actor: Actor, user: User) -> list[dict[str, Any]]:
         self.ctx.authz.require_self_or_admin_of_user(actor, user.id)
         stmt = (select(Membership, VO).join(VO, VO.id == Membership.vo_id)

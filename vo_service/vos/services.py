@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 
 from ..authz import Actor
 from ..context import ServiceContext
@@ -138,6 +138,26 @@ class VOService:
     def groups(self, vo: VO) -> list[Group]:
         return list(self.session.scalars(
             select(Group).where(Group.vo_id == vo.id, Group.deleted_at.is_(None))
+            .order_by(Group.path)))
+
+    def active_member_counts(self, vo: VO) -> dict[int, int]:
+        """Group id -> how many active members it has (the root: every active member).
+
+        Two aggregate queries over the VO's rows, whatever the number of groups."""
+        active = (Membership.vo_id == vo.id) & (Membership.status == "active")
+        counts: dict[int, int] = {group_id: n for group_id, n in self.session.execute(
+            select(GroupMembership.group_id, func.count())
+            .join(Membership, Membership.id == GroupMembership.membership_id)
+            .where(active).group_by(GroupMembership.group_id))}
+        counts[self.root_group(vo).id] = self.session.scalar(
+            select(func.count()).select_from(Membership).where(active)) or 0
+        return counts
+
+    def managed_groups(self, user: User) -> list[Group]:
+        """The live groups, in every VO, that ``user`` manages (by path)."""
+        return list(self.session.scalars(
+            select(Group).join(GroupManager, GroupManager.group_id == Group.id)
+            .where(GroupManager.user_id == user.id, Group.deleted_at.is_(None))
             .order_by(Group.path)))
 
     def create_group(self, actor: Actor, vo: VO, path: str, description: str = "") -> Group:

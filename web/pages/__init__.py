@@ -1,3 +1,3 @@
 """The portal's pages, one feature per module; importing them registers their routes."""
 
-from . import account, admin, audit, members, nodes  # noqa: F401
+from . import account, admin, audit, certificates, errors, groups, member, members, nodes  # noqa: F401

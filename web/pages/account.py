@@ -89,7 +89,8 @@ def home() -> str:
     return render_template("portal/home.html", me=me, memberships=memberships,
                            groups=[g for vo in held.vos for g in held.groups[vo]],
                            roles=[r for vo in held.vos for r in held.roles[vo]],
-                           administered=administered, join=JoinForm())
+                           administered=administered, join=JoinForm(),
+                           managed=VOService(ctx).managed_groups(me))
 
 
 @blueprint.post("/join")
