@@ -29,6 +29,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(tagMap|typeMap) is deprecated", DeprecationWarning)
     import ldap3
     from ldap3.core.exceptions import LDAPException, LDAPInvalidDnError
+    from ldap3.operation.search import parse_filter
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import parse_dn
 
@@ -44,6 +45,14 @@ SEARCH_TEXT_MAX = 128
 SEARCH_LIMIT_MAX = 10_000
 # Values of one attribute looked at: a directory may return any number of them.
 VALUES_MAX = 16
+# Member values of one group looked at (member, uniqueMember, memberUid together).
+MEMBERS_MAX = 200_000
+FILTER_MAX = 1024
+PAGE_SIZE_MAX = 5000
+LIST_MAX_MAX = 1_000_000
+_PAGED_RESULTS = "1.2.840.113556.1.4.319"
+_GROUP_ATTRIBUTES = ("cn", "member", "uniqueMember", "memberUid")
+BAD_DN = "the DN is empty, too long or has control characters"
 # Bind results that mean "these credentials do not log in" rather than a broken server.
 _REFUSED = {48, 49, 50}  # inappropriateAuthentication, invalidCredentials, insufficientAccess
 _SUCCESS, _SIZE_LIMIT_EXCEEDED, _NO_SUCH_OBJECT = 0, 4, 32
@@ -58,6 +67,12 @@ DEFAULTS: dict[str, Any] = {
     "LDAP_BIND_PASSWORD": None,
     "LDAP_TIMEOUT": 5,  # seconds, whole number 1-60, for each connect, handshake and reply
     "LDAP_ATTRIBUTES": {"username": "uid", "display_name": "cn", "email": "mail"},
+    # Listing users and groups (the VO import, vo_service/ldapimport):
+    "LDAP_GROUP_BASE_DN": None,  # where groups are read (subtree); None: LDAP_BASE_DN
+    "LDAP_GROUP_FILTER": "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+                         "(objectClass=posixGroup))",
+    "LDAP_PAGE_SIZE": 500,  # entries per page of a paged listing (RFC 2696), 1-5000
+    "LDAP_LIST_MAX": 200_000,  # a listing with more entries is refused, not cut
 }
 
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
@@ -93,6 +108,34 @@ class _Settings:
     bind_password: str | None
     timeout: int
     attributes: dict[str, str]
+    group_base_dn: str
+    group_filter: str
+    page_size: int
+    list_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class LdapUserEntry:
+    """One entry of a user listing. ``identity`` is None when the entry cannot be used,
+    and ``reason`` says why. ``dn`` is the entry's DN, or (reason BAD_DN) a cleaned copy
+    for display only; ``shown`` is its first username value, cleaned for display."""
+
+    dn: str
+    shown: str
+    identity: LdapIdentity | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LdapGroupEntry:
+    """A directory group: member DNs (member, uniqueMember) and memberUid values, as the
+    directory gave them (undecodable bytes replaced; at most MEMBERS_MAX): untrusted,
+    for matching against listed users and, cleaned, for display."""
+
+    dn: str
+    name: str
+    member_dns: tuple[str, ...]
+    member_uids: tuple[str, ...]
 
 
 # -- configuration -------------------------------------------------------------------
@@ -148,9 +191,55 @@ def _settings(config: Mapping[str, Any]) -> _Settings:
     ca_file = merged["LDAP_CA_FILE"] or None
     if ca_file is not None and not isinstance(ca_file, str):
         raise ConfigurationError("LDAP_CA_FILE must be a path")
+    group_base_dn = merged["LDAP_GROUP_BASE_DN"] or base_dn
+    if not isinstance(group_base_dn, str) or dn_key(group_base_dn) is None:
+        raise ConfigurationError(f"LDAP_GROUP_BASE_DN {group_base_dn!r} is not a DN")
+    group_filter = merged["LDAP_GROUP_FILTER"]
+    if not isinstance(group_filter, str) or check_filter(group_filter) is None:
+        raise ConfigurationError("LDAP_GROUP_FILTER must be one parenthesised LDAP filter")
+    page_size, list_max = merged["LDAP_PAGE_SIZE"], merged["LDAP_LIST_MAX"]
+    for key, value, most in (("LDAP_PAGE_SIZE", page_size, PAGE_SIZE_MAX),
+                             ("LDAP_LIST_MAX", list_max, LIST_MAX_MAX)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+            raise ConfigurationError(f"{key} must be a whole number from 1 to {most}")
     return _Settings(parts.hostname, port or (636 if ldaps else 389), ldaps, ca_file,
                      base_dn, user_filter, bind_dn or None, bind_password or None, timeout,
-                     attributes)
+                     attributes, group_base_dn, group_filter, page_size, list_max)
+
+
+def check_filter(text: object) -> str | None:
+    """``text`` if it is one well-formed parenthesised LDAP filter of printable characters
+    (at most FILTER_MAX), else None. Why parse: a filter given by an operator is pasted
+    into a larger one, and ``a)(b`` would change what the larger one means."""
+    if not isinstance(text, str) or not 3 <= len(text) <= FILTER_MAX \
+            or not text.isprintable() or text != text.strip():
+        return None
+    try:
+        parse_filter(text, None, False, False, None, False)
+    except LDAPException:
+        return None
+    return text
+
+
+def dn_key(dn: object) -> tuple[tuple[str, str], ...] | None:
+    """A DN as a comparable key (attribute types and values folded to lower case), or
+    None when it is not a DN. Values are compared without case: good enough for uid, cn,
+    ou and dc, the attributes that name people and groups."""
+    if not isinstance(dn, str) or not dn or len(dn) > DN_MAX or not dn.isprintable():
+        return None
+    try:
+        parts = parse_dn(dn)
+    except LDAPInvalidDnError:
+        return None
+    return tuple((kind.strip().casefold(), value.strip().casefold())
+                 for kind, value, _ in parts)
+
+
+def dn_under(dn: object, base: str) -> bool:
+    """True when ``dn`` is ``base`` or below it."""
+    key, top = dn_key(dn), dn_key(base)
+    return key is not None and top is not None and len(key) >= len(top) \
+        and key[len(key) - len(top):] == top
 
 
 # -- sanitizing what the directory says ------------------------------------------------
@@ -182,9 +271,9 @@ def clean_email(value: bytes) -> str | None:
     return text
 
 
-def _values(raw: Any, name: str) -> list[bytes]:
+def _values(raw: Any, name: str, most: int = VALUES_MAX) -> list[bytes]:
     """Every value of attribute ``name`` (any case; language options last), at most
-    VALUES_MAX; an absent attribute gives []."""
+    ``most``; an absent attribute gives []."""
     if not isinstance(raw, Mapping):
         return []
     exact: list[bytes] = []
@@ -196,7 +285,7 @@ def _values(raw: Any, name: str) -> list[bytes]:
         if base.casefold() == name.casefold():
             (tagged if options else exact).extend(
                 bytes(v) for v in values if isinstance(v, bytes | bytearray))
-    return (exact + tagged)[:VALUES_MAX]
+    return (exact + tagged)[:most]
 
 
 def _username(values: Iterable[bytes], typed: str | None) -> str | None:
@@ -316,6 +405,43 @@ class LdapDirectory:
         found = (self._identity(entry, typed=None) for entry in self._search(query, limit))
         return [identity for identity in found if identity is not None]
 
+    def list_users(self, extra_filter: str | None = None) -> list[LdapUserEntry]:
+        """Every user under the base DN (LDAP_USER_FILTER with any username), or only
+        those also matching ``extra_filter`` (one filter, checked by ``check_filter``),
+        unusable entries included with their reason. Paged; a listing the server cuts
+        short (size or time limit) is an LdapError, never a partial answer: a caller
+        that removes who is missing must not act on half a directory."""
+        query = self.settings.user_filter.replace("{username}", "*")
+        if extra_filter is not None:
+            if check_filter(extra_filter) is None:
+                raise InvalidInput("the user filter must be one parenthesised LDAP filter of "
+                                   f"at most {FILTER_MAX} printable characters")
+            query = f"(&{query}{extra_filter})"
+        attributes = sorted(set(self.settings.attributes.values()))
+        return [self._listed(entry) for entry in
+                self._paged(self.settings.base_dn, ldap3.SUBTREE, query, attributes)]
+
+    def read_group(self, dn: str) -> LdapGroupEntry | None:
+        """The group at ``dn`` (below LDAP_GROUP_BASE_DN, matching LDAP_GROUP_FILTER), or
+        None when there is none. InvalidInput when ``dn`` is not a DN under that base."""
+        s = self.settings
+        if dn_key(dn) is None:
+            raise InvalidInput(f"{dn[:200]!r} is not a DN" if isinstance(dn, str)
+                               else "a group DN is text")
+        if not dn_under(dn, s.group_base_dn):
+            raise InvalidInput(f"the group {dn[:200]!r} is not under LDAP_GROUP_BASE_DN "
+                               f"{s.group_base_dn!r}")
+        entries = self._paged(dn, ldap3.BASE, s.group_filter, list(_GROUP_ATTRIBUTES),
+                              missing_ok=True)
+        return self._group(entries[0]) if entries else None
+
+    def list_groups(self) -> list[LdapGroupEntry]:
+        """Every group under LDAP_GROUP_BASE_DN (paged), for choosing a mapping."""
+        s = self.settings
+        found = (self._group(entry) for entry in
+                 self._paged(s.group_base_dn, ldap3.SUBTREE, s.group_filter, ["cn"]))
+        return [group for group in found if group is not None]
+
     # -- connections ---------------------------------------------------------------------
     def _open(self, user: str | None, password: str | None) -> Any:
         """An open connection over verified TLS, not yet bound. LdapError if TLS cannot
@@ -376,6 +502,77 @@ class LdapDirectory:
             _discard(connection)
         return [r for r in response
                 if isinstance(r, dict) and r.get("type") == "searchResEntry"][:size_limit]
+
+    def _paged(self, base: str, scope: Any, query: str, attributes: list[str], *,
+               missing_ok: bool = False) -> list[dict[str, Any]]:
+        """Every entry matching ``query`` (RFC 2696 paged results), at most LDAP_LIST_MAX.
+        ``missing_ok``: a base that does not exist gives [] instead of an error."""
+        s = self.settings
+        connection = self._open(s.bind_dn, s.bind_password)
+        found: list[dict[str, Any]] = []
+        try:
+            if s.bind_dn and not self._bind(connection):
+                raise self._failed("the directory refused the service account", connection)
+            cookie: bytes | None = None
+            while True:
+                try:
+                    connection.search(base, query, search_scope=scope,
+                                      dereference_aliases=ldap3.DEREF_NEVER,
+                                      attributes=attributes, paged_size=s.page_size,
+                                      paged_cookie=cookie, time_limit=s.timeout)
+                except LDAPException as exc:
+                    raise self._unavailable("the directory listing failed", exc) from None
+                code = connection.result.get("result")
+                if code == _NO_SUCH_OBJECT and missing_ok:
+                    return []
+                if code == _NO_SUCH_OBJECT:
+                    raise self._failed(f"{base!r} is not visible to the searching account "
+                                       "(set LDAP_BIND_DN?)", connection)
+                if code != _SUCCESS:  # size or time limit: never act on part of a list
+                    raise self._failed("the directory did not list every entry", connection)
+                found += [r for r in connection.response or []
+                          if isinstance(r, dict) and r.get("type") == "searchResEntry"]
+                if len(found) > s.list_max:
+                    raise LdapError(f"the directory lists more than LDAP_LIST_MAX "
+                                    f"({s.list_max}) entries")
+                controls = connection.result.get("controls") or {}
+                cookie = ((controls.get(_PAGED_RESULTS) or {}).get("value") or {}).get("cookie")
+                if not cookie:
+                    return found
+        finally:
+            _discard(connection)
+
+    def _listed(self, entry: Mapping[str, Any]) -> LdapUserEntry:
+        """A listed user entry with the reason it cannot be used, if any."""
+        dn, raw = entry.get("dn"), entry.get("raw_attributes")
+        values = _values(raw, self.settings.attributes["username"])
+        shown = clean_text(values[0], 64) if values else ""
+        if not isinstance(dn, str) or not dn or len(dn) > DN_MAX or not dn.isprintable():
+            shown_dn = clean_text(dn.encode(), 256) if isinstance(dn, str) else ""
+            return LdapUserEntry(shown_dn, shown, None, BAD_DN)
+        identity = self._identity(entry, typed=None)
+        if identity is None:
+            why = "no username" if not values else \
+                "the username is not 1 to 64 of A-Z a-z 0-9 . _ @ -"
+            return LdapUserEntry(dn, shown, None, why)
+        return LdapUserEntry(dn, shown, identity, None)
+
+    def _group(self, entry: Mapping[str, Any]) -> LdapGroupEntry | None:
+        dn, raw = entry.get("dn"), entry.get("raw_attributes")
+        if dn_key(dn) is None:
+            return None
+        names = [clean_text(v, 128) for v in _values(raw, "cn")]
+        dns: list[str] = []
+        for name in ("member", "uniqueMember"):
+            for value in _values(raw, name, MEMBERS_MAX):
+                text = value.decode("utf-8", "replace")
+                if name == "uniqueMember":  # an optional "#'0101'B" unique identifier
+                    text = re.sub(r"#'[01]*'B$", "", text)
+                dns.append(text[:DN_MAX + 1])
+        uids = [v[:256].decode("utf-8", "replace")
+                for v in _values(raw, "memberUid", MEMBERS_MAX)]
+        return LdapGroupEntry(str(dn), next((n for n in names if n), ""),
+                              tuple(dns[:MEMBERS_MAX]), tuple(uids))
 
     def _identity(self, entry: Mapping[str, Any], typed: str | None) -> LdapIdentity | None:
         """The entry as an identity, or None when its DN is empty or odd or (listing only)
