@@ -36,23 +36,17 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import flask_migrate
 import load
 import sqlalchemy as sa
 from frozen import code_under_test, is_frozen_run, run_frozen
+from load import database, migrate
 from measure import (
     RESULTS,
     Budget,
@@ -63,13 +57,13 @@ from measure import (
     create_users,
     gunicorn,
     http_latency,
-    machine_basics,
+    machine_with_database,
     replay_latency,
     save_results,
+    scalars,
     slowest_statement,
     test_client_latency,
 )
-from sqlalchemy.engine import make_url
 
 import vo_service
 from vo_service import create_app
@@ -82,7 +76,6 @@ from vo_service.users.services import UserService
 
 # The service refuses to start without a form-signing secret; any will do here.
 os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
-ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v1"
 CHANGES = 10  # member suspensions made through the API before timing changes-since
 
@@ -104,41 +97,6 @@ class Keys:
 
 
 # -- the code under test --------------------------------------------------------------
-# -- the database -----------------------------------------------------------------------
-@contextmanager
-def database(backend: str, pg_url: str | None, workdir: str) -> Iterator[str]:
-    """A fresh, empty database of ``backend``; dropped (PostgreSQL) at the end."""
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir}/xos.sqlite3"
-        return
-    maintenance = make_url(pg_url or _postgres_url())
-    name = f"xos_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(maintenance, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield maintenance.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        engine.dispose()
-
-
-def _postgres_url() -> str:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh")], check=True,
-                         capture_output=True, text=True).stdout
-    return out.strip().splitlines()[-1]
-
-
-def migrate(url: str) -> None:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        flask_migrate.upgrade()
-        db.engine.dispose()
-
-
 def make_keys(url: str, nodes: list[str]) -> Keys:
     """A service admin with an API key, and a key per node, made by the services."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": url})
@@ -156,21 +114,11 @@ def make_keys(url: str, nodes: list[str]) -> Keys:
 
 
 # -- what to ask for ------------------------------------------------------------------------
-def _scalars(url: str, sql: str | sa.TextClause, **params: Any) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            stmt = sa.text(sql) if isinstance(sql, str) else sql
-            return list(conn.execute(stmt, params).scalars())
-    finally:
-        engine.dispose()
-
-
 def suspend_members(port: int, keys: Keys, url: str, vos: list[str]) -> int:
     """Suspend ``CHANGES`` active members of ``vos`` through the API; return the
     revision before the first."""
-    revision = _scalars(url, "SELECT value FROM counters WHERE name = 'revision'")[0]
-    rows = _scalars(url, sa.text("""
+    revision = scalars(url, "SELECT value FROM counters WHERE name = 'revision'")[0]
+    rows = scalars(url, sa.text("""
         SELECT v.name || '/' || u.username FROM memberships m
         JOIN users u ON u.id = m.user_id JOIN vos v ON v.id = m.vo_id
         WHERE v.name IN :vos AND m.status = 'active' AND u.status = 'active'
@@ -190,23 +138,23 @@ def suspend_members(port: int, keys: Keys, url: str, vos: list[str]) -> int:
 
 def endpoints(url: str, summary: load.Summary, since: int, rng: random.Random
               ) -> list[Endpoint]:
-    names = _scalars(url, "SELECT username FROM users WHERE username <> 'benchadmin'")
-    emails = _scalars(url, "SELECT email FROM users WHERE email IS NOT NULL")
+    names = scalars(url, "SELECT username FROM users WHERE username <> 'benchadmin'")
+    emails = scalars(url, "SELECT email FROM users WHERE email IS NOT NULL")
     picks = rng.sample(names, min(50, len(names)))
     largest, *_ = summary.vo_sizes
     typical = summary.node_vos[load.TYPICAL_NODE]
-    members = _scalars(url, """SELECT u.username FROM memberships m JOIN users u
+    members = scalars(url, """SELECT u.username FROM memberships m JOIN users u
                                ON u.id = m.user_id JOIN vos v ON v.id = m.vo_id
                                WHERE v.name = :vo""", vo=largest)
-    registered = {n: _scalars(url, "SELECT vos_changed_revision FROM nodes WHERE name = :n",
+    registered = {n: scalars(url, "SELECT vos_changed_revision FROM nodes WHERE name = :n",
                               n=n)[0] for n in (load.TYPICAL_NODE, load.BIG_NODE)}
-    current = _scalars(url, "SELECT value FROM counters WHERE name = 'revision'")[0]
+    current = scalars(url, "SELECT value FROM counters WHERE name = 'revision'")[0]
     users, middle = f"{API}/users?limit=50", typical[len(typical) // 2]
 
     def q(prefixes: list[str]) -> list[str]:
         return [f"{users}&q={quote(p)}" for p in prefixes]
 
-    vos = _scalars(url, "SELECT name FROM vos")
+    vos = scalars(url, "SELECT name FROM vos")
     return [
         Endpoint("VOs: first page", [f"{API}/vos?limit=50"], "admin"),
         Endpoint("VOs: deep page (after=)",
@@ -301,19 +249,11 @@ def time_creates(url: str, instance: str, keys: Keys, budget: Budget, log: str, 
 
 def check_numbers(url: str) -> dict[str, Any]:
     """The services carried on from the loaded counters: no gap, no clash."""
-    counter = _scalars(url, "SELECT value FROM counters WHERE name = 'uid'")[0]
-    top, count = (_scalars(url, "SELECT max(uid) FROM users")[0],
-                  _scalars(url, "SELECT count(*) FROM users")[0])
+    counter = scalars(url, "SELECT value FROM counters WHERE name = 'uid'")[0]
+    top, count = (scalars(url, "SELECT max(uid) FROM users")[0],
+                  scalars(url, "SELECT count(*) FROM users")[0])
     return {"uid_counter": counter, "max_uid": top, "users": count,
             "contiguous": top == counter == load.UID_MIN + count - 1}
-
-
-def machine(url: str) -> dict[str, Any]:
-    info = {**machine_basics(), "sqlite": sqlite3.sqlite_version,
-            "sqlalchemy": sa.__version__}
-    if url.startswith("postgresql"):
-        info["postgresql"] = _scalars(url, "SHOW server_version")[0]
-    return info
 
 
 # -- reporting --------------------------------------------------------------------------
@@ -368,12 +308,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--users", type=int, default=load.Population.users)
-    parser.add_argument("--vos", type=int, default=load.Population.vos)
-    parser.add_argument("--groups", type=int, default=load.Population.groups)
-    parser.add_argument("--nodes", type=int, default=load.Population.nodes)
-    parser.add_argument("--seed", type=int, default=load.Population.seed)
+    load.add_database_options(parser)
     parser.add_argument("--requests", type=int, default=300,
                         help="most requests per endpoint and layer")
     parser.add_argument("--seconds", type=float, default=20,
@@ -382,7 +317,6 @@ def parse_args() -> argparse.Namespace:
                         help="users to create per gunicorn configuration")
     parser.add_argument("--sqlite-analyze", action="store_true",
                         help="run ANALYZE after loading SQLite (the service never does)")
-    parser.add_argument("--pg-url", help="maintenance URL (default: scripts/postgres.sh)")
     parser.add_argument("--quick", action="store_true",
                         help="10,000 users, 100 VOs, 1,000 groups, short loops")
     parser.add_argument("--rev", default="HEAD",
@@ -398,7 +332,7 @@ def parse_args() -> argparse.Namespace:
 
 def benchmark(args: argparse.Namespace, code: str, log: str) -> dict[str, Any]:
     """Load a fresh database, time the reads and the creations; return the figures."""
-    population = load.Population(args.users, args.vos, args.groups, args.nodes, args.seed)
+    population = load.population(args)
     budget = Budget(args.requests, args.seconds)
     workdir = tempfile.mkdtemp(prefix="xos-bench-")
     previous = os.environ.get("XOS_INSTANCE_PATH")
@@ -424,7 +358,7 @@ def benchmark(args: argparse.Namespace, code: str, log: str) -> dict[str, Any]:
             creates = time_creates(url, workdir, keys, Budget(args.create, 300), log, code)
             return {
                 "backend": args.backend + (" + ANALYZE" if args.sqlite_analyze else ""),
-                "machine": machine(url), "population": asdict(population),
+                "machine": machine_with_database(url), "population": asdict(population),
                 "budget": asdict(budget), "migrate_seconds": migrate_seconds,
                 "load": {"seconds": summary.seconds, "rows": summary.rows,
                          "busy_pct": 100 * load_busy,

@@ -27,26 +27,35 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import os
 import random
+import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import flask_migrate
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
-from vo_service import models
+from vo_service import create_app, models
 from vo_service.audit.chain import GENESIS, link_hash
+from vo_service.db import db
 from vo_service.errors import InvalidInput
 from vo_service.names import validate_username
 from vo_service.timeutil import iso
 
+ROOT = Path(__file__).resolve().parent.parent
 ACTOR = "cli:bench-load"
 UID_MIN = 200_000
 GID_MIN = 400_000
 BATCH_USERS = 5_000
+BATCH_ACTIVITY = 10_000  # pairs of everyday events per insert
+ADMINS_PER_VO = 3  # actors of a VO's everyday events (and "cli:bench-load")
 # The big node serves these VOs (by size rank, 0 = largest); the typical node the three
 # VOs around the median size.
 BIG_NODE_RANKS = (0, 9, 99)
@@ -85,6 +94,7 @@ class Population:
     groups: int = 10_000  # subgroups below the VOs' root groups
     nodes: int = 100
     seed: int = 2
+    audit_events: int = 0  # further events: VO admins' everyday changes, after the rest
 
 
 @dataclass
@@ -164,7 +174,8 @@ class Loader:
         self.conn, self.pop = conn, population
         self.rng = random.Random(population.seed)
         # The history spans the last year (about 8 events per user, 3 per group).
-        events = 8 * population.users + 3 * (population.vos + population.groups) + 10
+        events = (8 * population.users + 3 * (population.vos + population.groups) + 10
+                  + population.audit_events)
         start = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)
         self.history = History(start, dt.timedelta(days=365) / events)
         self.taken: set[str] = set()  # every Unix name handed out
@@ -176,6 +187,9 @@ class Loader:
         self.node_vos: dict[str, list[str]] = {}
         self.membership_id = 0
         self.last_gid: int | None = None
+        # Active memberships of active users, as they stand: what load_activity changes.
+        self.active: list[_Held] = []
+        self.vo_admins: dict[int, list[str]] = {}  # VO id -> actor labels of its admins
 
     # -- helpers --------------------------------------------------------------------
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -368,6 +382,13 @@ class Loader:
                             "group_id": None})
         held = [self._membership(user_id, username, vo, batch) for vo in self._pick_vos()]
         if status == "active":
+            for vo, m in held:
+                if m["status"] == "active":
+                    self.active.append(_Held(vo, user_id, username, batch.snapshot(vo, m),
+                                             list(batch.groups.get(m["id"], []))))
+                    admins = self.vo_admins.setdefault(vo.id, [])
+                    if len(admins) < ADMINS_PER_VO:
+                        admins.append(f"user:{username}")
             return
         if status == "deleted":
             for vo, m in held:
@@ -436,6 +457,44 @@ class Loader:
                            vo_id=vo.id, before=before, after=batch.snapshot(vo, m))
         self.history.publish(_status_changes(vo, user_id, groups))
 
+    # -- everyday changes ---------------------------------------------------------------
+    def load_activity(self) -> None:
+        """``audit_events`` more events (in pairs that leave every row as it was): VO
+        admins suspending and reinstating a member (published like the services do),
+        granting and revoking a role, setting and clearing an expiry date. Members are
+        drawn evenly, so a VO's share of the events follows its size."""
+        if not self.active:
+            return
+        rng, history = self.rng, self.history
+        for start in range(0, self.pop.audit_events, 2 * BATCH_ACTIVITY):
+            for _ in range(min(BATCH_ACTIVITY, (self.pop.audit_events - start) // 2)):
+                held = rng.choice(self.active)
+                vo, snap = held.vo, held.snapshot
+                admins = self.vo_admins[vo.id]
+                actor = rng.choice(admins) if rng.random() < 0.9 else ACTOR
+                target = f"{vo.name}:{held.username}"
+                draw = rng.random()
+                if draw < 0.4:
+                    paths = [g for g in snap["groups"] if g != f"/{vo.name}"]
+                    suspended = {**snap, "status": "suspended", "groups": paths}
+                    for operation, before, after in (("suspend", snap, suspended),
+                                                     ("reinstate", suspended, snap)):
+                        history.audit(f"membership.{operation}", "membership", target,
+                                      vo_id=vo.id, before=before, after=after, actor=actor)
+                        history.publish(_status_changes(vo, held.user_id, held.groups))
+                elif draw < 0.7 and len(snap["roles"]) < len(vo.roles):
+                    fqan = next(f for _, f in vo.roles if f not in snap["roles"])
+                    for action in ("role.assign", "role.revoke"):
+                        history.audit(action, "membership", target, vo_id=vo.id,
+                                      after={"role": fqan}, actor=actor)
+                else:
+                    day = (history.now + dt.timedelta(days=rng.randint(30, 700))).date()
+                    dated = {**snap, "expires_on": iso(day)}
+                    for before, after in ((snap, dated), (dated, snap)):
+                        history.audit("membership.expiry", "membership", target,
+                                      vo_id=vo.id, before=before, after=after, actor=actor)
+            self.flush_history()
+
     # -- the end ----------------------------------------------------------------------
     def finish(self) -> None:
         counters = models.Counter.__table__
@@ -453,6 +512,17 @@ class Loader:
                 self.conn.exec_driver_sql(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                     f" (SELECT max(id) FROM {table}))")
+
+
+@dataclass
+class _Held:
+    """An active membership of an active user, as it stands after loading."""
+
+    vo: VO
+    user_id: uuid.UUID
+    username: str
+    snapshot: dict[str, Any]  # MembershipService._snapshot
+    groups: list[int]
 
 
 @dataclass
@@ -499,6 +569,7 @@ def load(url: str, population: Population, analyze: bool = False) -> Summary:
             loader = Loader(conn, population)
             for phase, step in (("vos_groups", loader.load_vos), ("nodes", loader.load_nodes),
                                 ("users_memberships", loader.load_users),
+                                ("activity", loader.load_activity),
                                 ("counters", loader.finish), ("commit", conn.commit)):
                 started = time.perf_counter()
                 step()
@@ -521,6 +592,58 @@ def load(url: str, population: Population, analyze: bool = False) -> Summary:
                    node_vos=loader.node_vos, revision=loader.history.revision)
 
 
+# -- a fresh database, and the options that describe it ---------------------------------
+@contextmanager
+def database(backend: str, pg_url: str | None, workdir: str) -> Iterator[str]:
+    """A fresh, empty database of ``backend``; dropped (PostgreSQL) at the end."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir}/xos.sqlite3"
+        return
+    maintenance = make_url(pg_url or _postgres_url())
+    name = f"xos_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(maintenance, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield maintenance.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        engine.dispose()
+
+
+def _postgres_url() -> str:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh")], check=True,
+                         capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def migrate(url: str) -> None:
+    """The schema from the real migrations."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        flask_migrate.upgrade()
+        db.engine.dispose()
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """The options every bench on a loaded database shares: backend and population."""
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--users", type=int, default=Population.users)
+    parser.add_argument("--vos", type=int, default=Population.vos)
+    parser.add_argument("--groups", type=int, default=Population.groups)
+    parser.add_argument("--nodes", type=int, default=Population.nodes)
+    parser.add_argument("--seed", type=int, default=Population.seed)
+    parser.add_argument("--pg-url", help="maintenance URL (default: scripts/postgres.sh)")
+
+
+def population(args: argparse.Namespace) -> Population:
+    return Population(args.users, args.vos, args.groups, args.nodes, args.seed,
+                      getattr(args, "audit_events", 0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="SQLAlchemy URL of a migrated, empty database")
@@ -529,10 +652,11 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=Population.groups)
     parser.add_argument("--nodes", type=int, default=Population.nodes)
     parser.add_argument("--seed", type=int, default=Population.seed)
+    parser.add_argument("--audit-events", type=int, default=0,
+                        help="further audit events: VO admins' everyday changes")
     parser.add_argument("--analyze", action="store_true", help="run ANALYZE on SQLite too")
     args = parser.parse_args()
-    summary = load(args.url, Population(args.users, args.vos, args.groups, args.nodes,
-                                        args.seed), args.analyze)
+    summary = load(args.url, population(args), args.analyze)
     print(summary.rows)
     print({k: round(v, 2) for k, v in summary.seconds.items()})
 

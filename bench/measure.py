@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -86,10 +87,12 @@ def wait_quiet(limit: float = QUIET_WAIT) -> float:
     return max(0.0, time.monotonic() - started - 1)
 
 
-def timed_loop(call: Callable[[int], Any], budget: Budget, warmup: int = WARMUP) -> Stats:
-    """Run ``call(i)`` after ``warmup`` untimed calls until the budget is spent; wait for
-    a quiet machine first and record how busy the machine was meanwhile."""
-    waited = wait_quiet()
+def timed_loop(call: Callable[[int], Any], budget: Budget, warmup: int = WARMUP,
+               quiet_wait: float = QUIET_WAIT) -> Stats:
+    """Run ``call(i)`` after ``warmup`` untimed calls until the budget is spent; wait (at
+    most ``quiet_wait`` s) for a quiet machine first and record how busy the machine was
+    meanwhile."""
+    waited = wait_quiet(quiet_wait)
     for i in range(warmup):
         call(i)
     stats = Stats(waited=waited)
@@ -317,7 +320,8 @@ def slowest_statement(url: str, request: Captured) -> dict[str, Any]:
     return best
 
 
-def replay_latency(url: str, requests: Sequence[Captured], budget: Budget) -> Stats:
+def replay_latency(url: str, requests: Sequence[Captured], budget: Budget,
+                   warmup: int = WARMUP, quiet_wait: float = QUIET_WAIT) -> Stats:
     """Replay each request's reads through SQLAlchemy's driver-level execution, in one
     transaction per request, fetching every row: the bare database cost."""
     engine = sa.create_engine(url)
@@ -328,7 +332,7 @@ def replay_latency(url: str, requests: Sequence[Captured], budget: Budget) -> St
                     conn.exec_driver_sql(statement, parameters).fetchall()
                 conn.rollback()
 
-            return timed_loop(call, budget)
+            return timed_loop(call, budget, warmup, quiet_wait)
     finally:
         engine.dispose()
 
@@ -350,3 +354,23 @@ def machine_basics() -> dict[str, Any]:
                if line.startswith("MemTotal"))
     return {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu,
             "python": platform.python_version(), "kernel": platform.release()}
+
+
+def machine_with_database(url: str) -> dict[str, Any]:
+    """:func:`machine_basics`, and the versions of SQLite, SQLAlchemy and the database."""
+    info = {**machine_basics(), "sqlite": sqlite3.sqlite_version,
+            "sqlalchemy": sa.__version__}
+    if url.startswith("postgresql"):
+        info["postgresql"] = scalars(url, "SHOW server_version")[0]
+    return info
+
+
+def scalars(url: str, sql: str | sa.TextClause, **params: Any) -> list[Any]:
+    """The first column of a query's rows, on a connection of its own."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stmt = sa.text(sql) if isinstance(sql, str) else sql
+            return list(conn.execute(stmt, params).scalars())
+    finally:
+        engine.dispose()
