@@ -348,6 +348,105 @@ def audit_head() -> None:
     click.echo(f"{head.seq} {head.hash}" if head else "no audit head: run 'xos-vo db upgrade'")
 
 
+# -- LDAP import ------------------------------------------------------------------------
+@click.group("ldap", help="Import a VO's users and groups from the institutional LDAP "
+             "directory (LDAP_URL): preview, then import; run again to sync.")
+def ldap_cli() -> None: ...
+
+
+def _ldap_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options preview and import share (they decide the plan)."""
+    for option in reversed([
+        click.argument("vo"),
+        click.option("--map", "maps", multiple=True, metavar="LDAPGROUP=/VO/PATH",
+                     help="A directory group's DN and the VO group its members join."),
+        click.option("--members-group", metavar="DN",
+                     help="The directory group whose members are the VO's members."),
+        click.option("--members-filter", metavar="FILTER",
+                     help="Or: an LDAP filter selecting the VO's members, e.g. (ou=physics)."),
+        click.option("--link-existing", is_flag=True,
+                     help="Link existing VO users of the same name (else: a conflict)."),
+        click.option("--remove-missing", is_flag=True,
+                     help="Remove what the import added and the directory no longer lists."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _ldap_plan(ctx: ServiceContext, actor: Actor, vo: str, maps: tuple[str, ...],
+               members_group: str | None, members_filter: str | None, link_existing: bool,
+               remove_missing: bool) -> Any:
+    from .ldapimport import build_spec, parse_mapping, preview
+
+    spec = build_spec(vo, parse_mapping(maps), members_group=members_group,
+                      members_filter=members_filter, link_existing=link_existing,
+                      remove_missing=remove_missing)
+    return preview(ctx, actor, spec, current_app.config)
+
+
+def _echo_plan(plan: Any, details: bool) -> None:
+    c = plan.counts
+    click.echo(f"VO {plan.vo}: {c['users_created']} users to create, {c['users_linked']} to "
+               f"link, {c['memberships_added']} memberships to add, "
+               f"{c['group_memberships_added']} group memberships to add, "
+               f"{c['groups_created']} groups to create, {c['memberships_removed']} "
+               f"memberships and {c['group_memberships_removed']} group memberships to "
+               f"remove; {c['conflicts']} conflicts, {c['skipped']} skipped, "
+               f"{c['unchanged']} unchanged")
+    if c["left_not_removed"]:
+        click.echo(f"{c['left_not_removed']} imported memberships are no longer in the "
+                   "directory: --remove-missing removes them")
+    if not details:
+        return
+    for path in plan.create_groups:
+        click.echo(f"group    {path}")
+    for s in plan.steps:
+        what = "create" if s.create else "link" if s.link else "update"
+        email = f" <{s.email}>" if s.email else ""
+        groups = "".join(f" +{g}" for g in s.add_groups)
+        member = f" {s.membership}" if s.membership else ""
+        notes = "".join(f" ({n})" for n in s.notes)
+        click.echo(f"{what:8} {s.username} \"{s.display_name}\"{email}{member}{groups}{notes}")
+    for name, path in plan.left:
+        verb = "remove" if plan.removals else "left"
+        click.echo(f"{verb:8} {name} from {path}")
+    for conflict in plan.conflicts:
+        click.echo(f"conflict {conflict.username}: {conflict.reason}")
+    for skip in plan.skipped:
+        click.echo(f"skipped  {skip.name or '-'} {skip.dn or '-'}: {skip.reason}")
+
+
+@ldap_cli.command("preview", help="Show what an import would change (changes nothing).")
+@_ldap_options
+@with_appcontext
+def ldap_preview(**options: Any) -> None:
+    _echo_plan(run(lambda ctx, actor: _ldap_plan(ctx, actor, **options)), details=True)
+
+
+@ldap_cli.command("import", help="Import (or sync) the VO's users, memberships and groups.")
+@_ldap_options
+@click.option("--batch", type=click.IntRange(1, 5000), default=200, show_default=True,
+              help="Changes committed together.")
+@with_appcontext
+def ldap_import(batch: int, **options: Any) -> None:
+    from .ldapimport import apply_plan, work_size
+
+    def work(ctx: ServiceContext, actor: Actor) -> tuple[Any, Any]:
+        plan = _ldap_plan(ctx, actor, **options)
+        with click.progressbar(length=work_size(plan), label="Importing",
+                               show_pos=True) as bar:
+            outcome = apply_plan(ctx, actor, plan, progress=bar.update, batch=batch)
+        return plan, outcome
+
+    plan, outcome = run(work)
+    _echo_plan(plan, details=False)
+    click.echo(f"applied {outcome.applied} of {plan.changes} changes")
+    for name, why in outcome.failed:
+        click.echo(f"failed   {name}: {why}", err=True)
+    if outcome.failed:
+        sys.exit(1)
+
+
 # -- demo -----------------------------------------------------------------------------
 @click.command("demo", help="Create a demo VO, users and node (once) and print an admin key.")
 @with_appcontext
@@ -358,7 +457,8 @@ def demo() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (user_cli, vo_cli, member_cli, node_cli, audit_cli, oauth_cli, demo):
+    for group in (user_cli, vo_cli, member_cli, node_cli, audit_cli, oauth_cli, ldap_cli,
+                  demo):
         app.cli.add_command(group)
 
 

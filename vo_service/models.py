@@ -3,6 +3,7 @@
 from .apikeys.models import ApiKey
 from .audit.models import AuditEvent, AuditHead
 from .auth.models import LdapLink, LoginThrottle, PasswordCredential
+from .ldapimport.models import LdapManaged
 from .memberships.models import GroupMembership, Membership, RoleAssignment
 from .nodes.models import EnrolmentToken, Node, NodeVO
 from .oauth.models import (
@@ -24,5 +25,5 @@ __all__ = [
     "PublishedCRL", "Role",
     "RoleAssignment", "UnixName", "User", "VOAdmin", "PasswordCredential", "LdapLink",
     "LoginThrottle", "DeviceAuthorization", "OAuthClient", "RefreshToken",
-    "RevokedAccessToken", "TokenSigningKey", "EnrolmentToken",
+    "RevokedAccessToken", "TokenSigningKey", "EnrolmentToken", "LdapManaged",
 ]
