@@ -72,5 +72,8 @@ def administered(ctx: ServiceContext, name: str) -> VO:
 def _layout() -> dict[str, Any]:
     from .pages.account import SignOutForm
 
-    return {"signout_form": SignOutForm() if current_user.is_authenticated else None,
+    # formdata=None: the form only carries its CSRF token, and must not read the body
+    # (on an error page for a body over MAX_CONTENT_LENGTH, reading it raises again)
+    return {"signout_form": SignOutForm(formdata=None) if current_user.is_authenticated
+            else None,
             "vo_tabs": VO_TABS}

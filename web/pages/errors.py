@@ -6,8 +6,7 @@ its JSON problem details (``vo_service.api.problems``)."""
 
 from __future__ import annotations
 
-from flask import current_app, request, url_for
-from flask_login import current_user
+from flask import current_app, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
@@ -15,18 +14,9 @@ from ..portal import blueprint
 
 
 def error_page(status: int, title: str, message: str) -> Response:
-    """An error page with the portal's header, for any request.
-
-    Rendered without the app's context processors on purpose: the layout's processor
-    builds the sign-out form from the posted data, and for a 413 reading that body raises
-    the same error again inside this handler. The sign-out form here never reads it."""
-    from .account import SignOutForm
-
-    signed_in = current_user.is_authenticated
-    html = current_app.jinja_env.get_template("portal/error.html").render(
-        title=title, message=message, status=status, home=url_for("portal.index"),
-        current_user=current_user,
-        signout_form=SignOutForm(formdata=None) if signed_in else None)
+    """An error page with the portal's header, for any request."""
+    html = render_template("portal/error.html", title=title, message=message,
+                           status=status, home=url_for("portal.index"))
     return Response(html, status=status, mimetype="text/html")
 
 
