@@ -93,3 +93,11 @@ def test_the_groups_a_user_manages(ctx: ServiceContext) -> None:
     assert [g.path for g in vos.managed_groups(carol)] == ["/atlas/analysis/higgs", "/cms"]
     vos.delete_group(SYSTEM, atlas, "/atlas/analysis")
     assert [g.path for g in vos.managed_groups(carol)] == ["/cms"]  # deleted groups go
+
+
+def test_the_vos_a_user_administers(ctx: ServiceContext) -> None:
+    vos, users = VOService(ctx), UserService(ctx)
+    assert [vo.name for vo in vos.administered_by(users.get("alice"))] == ["atlas"]
+    vos.set_admin(SYSTEM, vos.get("cms"), users.get("alice"), True)
+    assert [vo.name for vo in vos.administered_by(users.get("alice"))] == ["atlas", "cms"]
+    assert vos.administered_by(users.get("bob")) == []

@@ -153,6 +153,12 @@ class VOService:
             select(func.count()).select_from(Membership).where(active)) or 0
         return counts
 
+    def administered_by(self, user: User) -> list[VO]:
+        """The VOs ``user`` administers, by name."""
+        return list(self.session.scalars(
+            select(VO).join(VOAdmin, VOAdmin.vo_id == VO.id)
+            .where(VOAdmin.user_id == user.id).order_by(VO.name)))
+
     def managed_groups(self, user: User) -> list[Group]:
         """The live groups, in every VO, that ``user`` manages (by path)."""
         return list(self.session.scalars(

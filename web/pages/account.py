@@ -8,7 +8,6 @@ from typing import Any
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional
@@ -18,7 +17,6 @@ from vo_service.db import db
 from vo_service.errors import XosError
 from vo_service.memberships.services import MembershipService
 from vo_service.oauth.sessions import LoginSessions
-from vo_service.vos.models import VO, VOAdmin
 from vo_service.vos.services import VOService
 
 from ..portal import blueprint, safe_next, service_context
@@ -83,9 +81,7 @@ def home() -> str:
     ctx, me = service_context(), current_user.user
     memberships = MembershipService(ctx).of_user(current_user.actor, me)
     held = MembershipService(ctx).holdings(me)
-    administered = list(db.session.scalars(
-        select(VO.name).join(VOAdmin, VOAdmin.vo_id == VO.id)
-        .where(VOAdmin.user_id == me.id).order_by(VO.name)))
+    administered = [vo.name for vo in VOService(ctx).administered_by(me)]
     return render_template("portal/home.html", me=me, memberships=memberships,
                            groups=[g for vo in held.vos for g in held.groups[vo]],
                            roles=[r for vo in held.vos for r in held.roles[vo]],
