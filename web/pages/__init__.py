@@ -1,3 +1,14 @@
 """The portal's pages, one feature per module; importing them registers their routes."""
 
-from . import account, admin, audit, certificates, errors, groups, member, members, nodes  # noqa: F401
+from . import (  # noqa: F401
+    account,
+    admin,
+    audit,
+    certificates,
+    errors,
+    groups,
+    ldap_import,
+    member,
+    members,
+    nodes,
+)
