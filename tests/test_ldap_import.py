@@ -390,3 +390,26 @@ def test_listing_settings_are_checked(key, value):
 def test_a_listing_longer_than_the_limit_is_refused_not_cut(ctx, system, atlas, directory):
     with pytest.raises(LdapError, match="LDAP_LIST_MAX"):
         plan_for(ctx, system, directory, config={"LDAP_LIST_MAX": 5, "LDAP_PAGE_SIZE": 2})
+
+
+def test_a_listing_the_server_cuts_at_its_size_limit_is_an_error_not_half_a_list(
+        ctx, system, atlas):
+    """slapd stops anonymous listings at 500 entries, paged or not: the import refuses
+    (a sync acting on half the directory would remove the other half); an account
+    without that limit gets every entry, page by page."""
+    if missing_tools():
+        pytest.skip("slapd is not installed")
+    from e2e.slapd import ldif_record
+
+    with Slapd() as server:
+        for start in range(0, 600, 200):
+            server.add_ldif("".join(ldif_record(server.user_dn(f"bulk{i:03d}"), {
+                "objectClass": "inetOrgPerson", "uid": f"bulk{i:03d}", "cn": f"Bulk {i}",
+                "sn": "B"}) for i in range(start, start + 200)))
+        spec = build_spec("atlas", [], members_filter="(uid=bulk*)")
+        with pytest.raises(LdapError, match="size limit"):
+            preview(ctx, system, spec, settings(server))
+        root = settings(server, LDAP_BIND_DN=server.bind_dn,
+                        LDAP_BIND_PASSWORD=server.bind_password)
+        plan = preview(ctx, system, spec, root)
+        assert len(plan.steps) == 600 and plan.skipped == ()

@@ -528,7 +528,11 @@ class LdapDirectory:
                 if code == _NO_SUCH_OBJECT:
                     raise self._failed(f"{base!r} is not visible to the searching account "
                                        "(set LDAP_BIND_DN?)", connection)
-                if code != _SUCCESS:  # size or time limit: never act on part of a list
+                if code == _SIZE_LIMIT_EXCEEDED:  # never act on part of a list
+                    raise self._failed("the directory stopped the listing at its size limit "
+                                       "(give LDAP_BIND_DN a higher one; OpenLDAP: olcLimits "
+                                       "size.prtotal)", connection)
+                if code != _SUCCESS:
                     raise self._failed("the directory did not list every entry", connection)
                 found += [r for r in connection.response or []
                           if isinstance(r, dict) and r.get("type") == "searchResEntry"]
