@@ -194,6 +194,20 @@ def test_a_second_import_with_no_directory_change_changes_nothing(ctx, system, a
     assert outcome.applied == 0 and count(AuditEvent) == events
 
 
+def test_a_limited_apply_does_a_part_and_the_next_plan_holds_the_rest(ctx, system, atlas,
+                                                                      directory):
+    plan = plan_for(ctx, system, directory)
+    assert len(plan.steps) == 7
+    first = apply_plan(ctx, system, plan, limit=3)
+    assert first.applied == len(plan.create_groups) + 3 and first.left == 4
+    rest = plan_for(ctx, system, directory)
+    assert len(rest.steps) == 4 and rest.create_groups == ()
+    assert {s.username for s in rest.steps} == {s.username for s in plan.steps[3:]}
+    second = apply_plan(ctx, system, rest, limit=100)
+    assert second.applied == 4 and second.left == 0
+    assert plan_for(ctx, system, directory).changes == 0
+
+
 def test_a_step_that_fails_is_rolled_back_whole_and_reported(ctx, system, atlas, directory):
     plan = plan_for(ctx, system, directory)
     UserService(ctx).create(system, "carol", "Carol Local")  # taken after the preview

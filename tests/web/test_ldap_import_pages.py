@@ -111,6 +111,34 @@ def test_import_applies_exactly_the_previewed_plan(ldap_portal, directory):
     assert "nothing to change" in again and "Import these" not in again
 
 
+def test_a_big_import_goes_in_parts_each_applying_the_rest(ldap_portal, directory,
+                                                             monkeypatch):
+    """One request applies at most STEPS_PER_REQUEST user steps; the page then shows
+    the preview of what is left, and importing again goes on until nothing is."""
+    from web.pages import ldap_import
+
+    monkeypatch.setattr(ldap_import, "STEPS_PER_REQUEST", 2)
+    client = admin(ldap_portal)
+    data = form_data(client, directory)
+    page = client.post(PAGE, data=data)
+    parts = 0
+    while "Import these" in page.data.decode():
+        parts += 1
+        assert parts <= 5
+        page = client.post(PAGE, data={**data, "action": "import",
+                                       "fingerprint": fingerprint(page.data)},
+                           follow_redirects=True)
+        assert page.status_code == 200
+        if "the first part" in page.data.decode():
+            assert "are left" in page.data.decode()
+    assert parts == 2  # 4 user steps (the 3 groups come first, uncapped), two at a time
+    with ldap_portal.app_context():
+        names = set(db.session.scalars(sa.select(User.username)))
+        assert {"dave", "erin", "frank", "grace"} <= names
+    again = client.post(PAGE, data=form_data(client, directory)).data.decode()
+    assert "nothing to change" in again
+
+
 def test_a_stale_preview_is_not_imported(ldap_portal, directory):
     client = admin(ldap_portal)
     data = form_data(client, directory)

@@ -39,6 +39,7 @@ class Outcome:
 
     applied: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    left: int = 0  # steps not attempted because of ``limit``
 
 
 def import_actor(actor: Actor) -> Actor:
@@ -101,8 +102,11 @@ class _Applier:
 
 
 def apply_plan(ctx: ServiceContext, actor: Actor, plan: Plan, *,
-               progress: Callable[[int], None] | None = None, batch: int = BATCH) -> Outcome:
-    """Apply ``plan`` (made by ``compute_plan``) and commit, batch by batch.
+               progress: Callable[[int], None] | None = None, batch: int = BATCH,
+               limit: int | None = None) -> Outcome:
+    """Apply ``plan`` (made by ``compute_plan``) and commit, batch by batch; with
+    ``limit``, at most that many user steps and removals (the rest is in the next plan:
+    an import is repeatable, so a caller bound by a request's time applies a plan in parts).
 
     Groups are created first; an error there stops the import before any user changes
     (the caller rolls back). PermissionDenied unless ``actor`` administers the VO."""
@@ -117,6 +121,8 @@ def apply_plan(ctx: ServiceContext, actor: Actor, plan: Plan, *,
     ctx.session.commit()
     work: list[tuple[str, UserStep | tuple[str, str]]] = [
         *(("step", s) for s in plan.steps), *(("remove", r) for r in plan.removals)]
+    if limit is not None:
+        work, outcome.left = work[:limit], max(0, len(work) - limit)
     for part in chunks(work, batch):
         for kind, item in part:
             name = item.username if isinstance(item, UserStep) else item[0]

@@ -32,6 +32,9 @@ from vo_service.vos.models import VO
 from ..portal import administered, blueprint, service_context, vo_tab
 
 ROWS_SHOWN = 500  # rows of one preview table; the counts always cover everything
+# User steps applied by one request (about 20-50 a second): a bigger import goes in
+# parts, each answered well inside a proxy's or gunicorn's timeout; the CLI has no cap.
+STEPS_PER_REQUEST = 250
 
 
 class LdapImportForm(FlaskForm):  # type: ignore[misc]
@@ -73,12 +76,18 @@ def ldap_import(vo: str) -> Any:
             plan = preview(ctx, current_user.actor, form.spec(target), current_app.config)
             if form.action.data == "import":
                 if plan.fingerprint() == form.fingerprint.data:
-                    outcome = apply_plan(ctx, current_user.actor, plan)
+                    outcome = apply_plan(ctx, current_user.actor, plan,
+                                         limit=STEPS_PER_REQUEST)
                     db.session.commit()
                     _report(plan, outcome)
-                    return redirect(url_for("portal.ldap_import", vo=target.name))
-                flash("Nothing imported: the directory or the VO changed since the preview. "
-                      "Here is the new preview; check it and import again.", "error")
+                    if not outcome.left:
+                        return redirect(url_for("portal.ldap_import", vo=target.name))
+                    plan = preview(ctx, current_user.actor, form.spec(target),
+                                   current_app.config)
+                else:
+                    flash("Nothing imported: the directory or the VO changed since the "
+                          "preview. Here is the new preview; check it and import again.",
+                          "error")
         except XosError as error:
             db.session.rollback()
             flash(f"Nothing changed: {error.detail}", "error")
@@ -92,11 +101,18 @@ def ldap_import(vo: str) -> Any:
 
 def _report(plan: Plan, outcome: Outcome) -> None:
     c = plan.counts
-    flash(f"Imported into {plan.vo}: {outcome.applied} changes — {c['users_created']} users "
-          f"created, {c['users_linked']} linked, {c['memberships_added']} memberships and "
-          f"{c['group_memberships_added']} group memberships added, {c['groups_created']} "
-          f"groups created, {c['memberships_removed'] + c['group_memberships_removed']} "
-          "removals.", "info")
+    if outcome.left:
+        flash(f"Imported into {plan.vo}: {outcome.applied} changes, the first part. "
+              f"{outcome.left} user changes are left: they are in the preview below; "
+              "press Import again to go on (or run xos-vo ldap import, which does it all "
+              "at once).", "info")
+    else:
+        flash(f"Imported into {plan.vo}: {outcome.applied} changes — {c['users_created']} "
+              f"users created, {c['users_linked']} linked, {c['memberships_added']} "
+              f"memberships and {c['group_memberships_added']} group memberships added, "
+              f"{c['groups_created']} groups created, "
+              f"{c['memberships_removed'] + c['group_memberships_removed']} removals.",
+              "info")
     for name, why in outcome.failed[:20]:
         flash(f"Not imported: {name}: {why}", "error")
     if len(outcome.failed) > 20:
