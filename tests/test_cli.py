@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -80,3 +84,15 @@ def test_demo_is_idempotent_and_prints_a_working_key(cli, api):
                                                  "/demo/analysis/higgs", "/demo/production"]
     status, members = api.call("GET", "/vos/demo/members?status=pending", first)
     assert [m["user"] for m in members["items"]] == ["carol"]
+
+
+def test_a_missing_setting_is_a_message_not_a_traceback(tmp_path):
+    """xos-vo without XOS_SECRET_KEY: one readable line and exit status 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XOS_")}
+    env["XOS_INSTANCE_PATH"] = str(tmp_path)
+    done = subprocess.run([str(Path(sys.executable).with_name("xos-vo")), "user", "list"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("xos-vo: SECRET_KEY must be set (XOS_SECRET_KEY), at "
+                                   "least 32 characters, the same in every service process")
+    assert "Traceback" not in done.stderr and done.stdout == ""

@@ -464,5 +464,10 @@ def init_app(app: Flask) -> None:
 
 def main() -> None:
     from .app import create_app
+    from .errors import ConfigurationError
 
-    FlaskGroup(create_app=create_app, help="XOS identity VO service administration.")()
+    try:
+        FlaskGroup(create_app=create_app, help="XOS identity VO service administration.")()
+    except ConfigurationError as error:  # the service's settings, before any command ran
+        click.echo(f"xos-vo: {error.detail}", err=True)
+        sys.exit(2)
