@@ -7,10 +7,13 @@ groupOfNames (analysis), a groupOfUniqueNames (prod) and a posixGroup (posix).""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
-from e2e.slapd import Slapd, escape_rdn_value, ldif_record
+import pytest
+from e2e.slapd import Slapd, escape_rdn_value, ldif_record, missing_tools
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(tagMap|typeMap) is deprecated", DeprecationWarning)
@@ -103,3 +106,14 @@ def modify(server: Slapd, dn: str, changes: dict[str, Any]) -> None:
         assert conn.modify(dn, changes), conn.result
     finally:
         conn.unbind()
+
+
+@contextlib.contextmanager
+def loaded_directory() -> Iterator[Slapd]:
+    """A running slapd holding this module's directory; a skip where slapd is missing."""
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"slapd is not installed (missing {', '.join(missing)})")
+    with Slapd() as server:
+        load(server)
+        yield server

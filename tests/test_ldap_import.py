@@ -17,7 +17,7 @@ from ldap_import_directory import (
     OUTSIDE,
     SCRIPT,
     group_dn,
-    load,
+    loaded_directory,
     mapping,
     modify,
     settings,
@@ -50,20 +50,14 @@ GOOD = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
 @pytest.fixture(scope="module")
 def directory() -> Iterator[Slapd]:
     """The shared, read-only directory."""
-    if missing_tools():
-        pytest.skip(f"slapd is not installed (missing {', '.join(missing_tools())})")
-    with Slapd() as server:
-        load(server)
+    with loaded_directory() as server:
         yield server
 
 
 @pytest.fixture
 def own_directory() -> Iterator[Slapd]:
     """A directory of this test's own, to change."""
-    if missing_tools():
-        pytest.skip("slapd is not installed")
-    with Slapd() as server:
-        load(server)
+    with loaded_directory() as server:
         yield server
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from e2e.slapd import Slapd, free_port, missing_tools
+from e2e.slapd import Slapd, free_port
 from flask import Flask
-from ldap_import_directory import group_dn, load, mapping, settings
+from ldap_import_directory import group_dn, loaded_directory, mapping, settings
 
 from vo_service.audit.models import AuditEvent
 from vo_service.db import db
@@ -20,10 +20,7 @@ from vo_service.users.models import User
 
 @pytest.fixture(scope="module")
 def directory() -> Iterator[Slapd]:
-    if missing_tools():
-        pytest.skip("slapd is not installed")
-    with Slapd() as server:
-        load(server)
+    with loaded_directory() as server:
         yield server
 
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from browser import console_problems, fill, screenshot, submit, text, wait_for
 from e2e.live import Live, live_service
-from e2e.slapd import Slapd, missing_tools
+from e2e.slapd import Slapd
 from flask import Flask
-from ldap_import_directory import SCRIPT, group_dn, load, mapping, settings
+from ldap_import_directory import SCRIPT, group_dn, loaded_directory, mapping, settings
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from test_portal_browser import sign_in
@@ -44,10 +44,7 @@ def _seed(app: Flask) -> None:
 
 @pytest.fixture(scope="module")
 def directory() -> Iterator[Slapd]:
-    if missing_tools():
-        pytest.skip("slapd is not installed")
-    with Slapd() as server:
-        load(server)
+    with loaded_directory() as server:
         yield server
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from e2e.slapd import Slapd, missing_tools
+from e2e.slapd import Slapd
 from flask import Flask
 from flask.testing import FlaskClient
-from ldap_import_directory import group_dn, load, mapping, modify, settings
+from ldap_import_directory import group_dn, loaded_directory, mapping, modify, settings
 from portal_support import SCRIPT, csrf, seeded_portal, sign_in
 
 from vo_service.audit.models import AuditEvent
@@ -31,10 +31,7 @@ PAGE = "/vos/atlas/ldap-import"
 
 @pytest.fixture
 def directory() -> Iterator[Slapd]:
-    if missing_tools():
-        pytest.skip("slapd is not installed")
-    with Slapd() as server:
-        load(server)
+    with loaded_directory() as server:
         yield server
 
 
