@@ -5,16 +5,17 @@ Each module in ``web.pages`` holds one feature, its forms and its routes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, url_for
+from flask import Blueprint, abort, current_app, flash, url_for
 from flask_login import current_user
 
 from vo_service.context import ServiceContext
 from vo_service.db import db
-from vo_service.errors import XosError
+from vo_service.errors import PermissionDenied, XosError
 from vo_service.vos.models import VO
 from vo_service.vos.services import VOService
 
@@ -48,6 +49,27 @@ def vo_tab(label: str, order: int) -> Any:
 
 def service_context() -> ServiceContext:
     return ServiceContext.build(db.session, current_app.config)
+
+
+def commit_change(change: Callable[[], str | None], *,
+                  denied_is_403: bool = False) -> XosError | None:
+    """Run one change through the services and commit it, flashing its message; or roll
+    back everything it did and flash "Nothing changed: <why>". Returns that error.
+
+    ``denied_is_403``: a refusal by the services answers 403 instead (pages some users
+    may open but not change)."""
+    try:
+        done = change()
+        db.session.commit()
+    except XosError as error:
+        db.session.rollback()
+        if denied_is_403 and isinstance(error, PermissionDenied):
+            abort(403)
+        flash(f"Nothing changed: {error.detail}", "error")
+        return error
+    if done:
+        flash(done, "info")
+    return None
 
 
 def safe_next(target: str | None) -> str:

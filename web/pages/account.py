@@ -19,7 +19,7 @@ from vo_service.memberships.services import MembershipService
 from vo_service.oauth.sessions import LoginSessions
 from vo_service.vos.services import VOService
 
-from ..portal import blueprint, safe_next, service_context
+from ..portal import blueprint, commit_change, safe_next, service_context
 from ..session import PortalUser
 
 
@@ -95,15 +95,14 @@ def join() -> Response:
     form = JoinForm()
     if form.validate_on_submit():
         ctx = service_context()
-        try:
+
+        def change() -> str:
             vo = VOService(ctx).get(form.vo.data.strip().lower())
             MembershipService(ctx).request(current_user.actor, vo, current_user.user,
                                            form.reason.data or None)
-            db.session.commit()
-            flash(f"Your request to join {vo.name} is waiting for its VO admins.", "info")
-        except XosError as error:
-            db.session.rollback()
-            flash(error.detail, "error")
+            return f"Your request to join {vo.name} is waiting for its VO admins."
+
+        commit_change(change)
     else:
         flash("Name the VO you want to join.", "error")
     return redirect(url_for("portal.home"))
@@ -117,13 +116,11 @@ def sessions() -> Any:
     form = EndSessionForm()
     if request.method == "POST":
         if form.validate_on_submit():
-            try:
+            def change() -> str:
                 logins.end(current_user.actor, current_user.user, form.family.data)
-                db.session.commit()
-                flash("That login is ended: its device must sign in again.", "info")
-            except XosError as error:
-                db.session.rollback()
-                flash(error.detail, "error")
+                return "That login is ended: its device must sign in again."
+
+            commit_change(change)
         else:
             flash("That request was not valid.", "error")
         return redirect(url_for("portal.sessions"))

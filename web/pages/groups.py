@@ -14,7 +14,6 @@ from wtforms import BooleanField, HiddenField, StringField, TextAreaField
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from vo_service.context import ServiceContext
-from vo_service.db import db
 from vo_service.errors import PermissionDenied, XosError
 from vo_service.memberships.services import MembershipService
 from vo_service.names import UNIX_NAME_MAX
@@ -22,7 +21,7 @@ from vo_service.users.services import UserService
 from vo_service.vos.models import VO, Group
 from vo_service.vos.services import DESCRIPTION_MAX, VOService
 
-from ..portal import administered, blueprint, service_context, vo_tab
+from ..portal import administered, blueprint, commit_change, service_context, vo_tab
 
 #: a group path's Unix name is at most 32 characters, so a longer path cannot be valid
 PATH_MAX = 2 * UNIX_NAME_MAX + 2
@@ -116,26 +115,25 @@ def _vo_post(ctx: ServiceContext, vo: VO, which: str, form: Any) -> int:
             flash(f"Nothing changed: {_errors(form) if form else 'unknown form'}.", "error")
         return 400
     vos, actor = VOService(ctx), current_user.actor
-    try:
+
+    def change() -> str:
         if which == "group":
             group = vos.create_group(actor, vo, form.path.data.strip(),
                                      form.description.data or "")
-            done = f"Group {group.path} created (Unix group {group.unix_name}, gid {group.gid})."
-        elif which == "role":
+            return (f"Group {group.path} created (Unix group {group.unix_name}, "
+                    f"gid {group.gid}).")
+        if which == "role":
             role = vos.create_role(actor, vo, form.role.data.strip(),
                                    form.role_description.data or "")
-            done = f"Role /{vo.name}/Role={role.name} created."
-        else:
-            group = vos.delete_group(actor, vo, form.target.data)
-            done = f"Group {group.path} and the groups below it are deleted; their gids stay" \
-                   " retired."
-        db.session.commit()
-    except XosError as error:
-        db.session.rollback()
-        flash(f"Nothing changed: {error.detail}", "error")
-        return error.status if 400 <= error.status < 500 else 400
-    flash(done, "info")
-    return 200
+            return f"Role /{vo.name}/Role={role.name} created."
+        group = vos.delete_group(actor, vo, form.target.data)
+        return f"Group {group.path} and the groups below it are deleted; their gids stay" \
+               " retired."
+
+    error = commit_change(change)
+    if error is None:
+        return 200
+    return error.status if 400 <= error.status < 500 else 400
 
 
 # -- one group -------------------------------------------------------------------------------
@@ -188,27 +186,20 @@ def _group_action(ctx: ServiceContext, vo: VO, group: Group, form: GroupActionFo
         return
     actor, action = current_user.actor, form.action.data
     vos, memberships = VOService(ctx), MembershipService(ctx)
-    try:
+
+    def change() -> str:
         user = UserService(ctx).get(form.username.data.strip().lower())
         if action == "add":
             memberships.add_to_group(actor, vo, group, user)
-            done = f"{user.username} added to {group.path}."
-        elif action == "remove":
+            return f"{user.username} added to {group.path}."
+        if action == "remove":
             memberships.remove_from_group(actor, vo, group, user)
-            done = f"{user.username} removed from {group.path} and the groups below it."
-        else:
-            vos.set_manager(actor, vo, group, user, action == "add-manager")
-            done = (f"{user.username} now manages {group.path}." if action == "add-manager"
-                    else f"{user.username} no longer manages {group.path}.")
-        db.session.commit()
-    except PermissionDenied:
-        db.session.rollback()
-        abort(403)
-    except XosError as error:
-        db.session.rollback()
-        flash(f"Nothing changed: {error.detail}", "error")
-        return
-    flash(done, "info")
+            return f"{user.username} removed from {group.path} and the groups below it."
+        vos.set_manager(actor, vo, group, user, action == "add-manager")
+        return (f"{user.username} now manages {group.path}." if action == "add-manager"
+                else f"{user.username} no longer manages {group.path}.")
+
+    commit_change(change, denied_is_403=True)
 
 
 def depth(group: Group) -> int:

@@ -14,7 +14,6 @@ from wtforms import HiddenField, StringField
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from vo_service.context import ServiceContext
-from vo_service.db import db
 from vo_service.errors import InvalidInput, XosError
 from vo_service.memberships.services import TRANSITIONS, MembershipService
 from vo_service.timeutil import today
@@ -23,7 +22,7 @@ from vo_service.users.services import UserService
 from vo_service.vos.models import VO
 from vo_service.vos.services import VOService
 
-from ..portal import administered, blueprint, service_context
+from ..portal import administered, blueprint, commit_change, service_context
 from .groups import PATH_MAX, ROLE_MAX
 from .members import OPERATIONS
 
@@ -89,14 +88,7 @@ def _apply(ctx: ServiceContext, vo: VO, user: User, form: MemberForm) -> None:
                             for name, messages in form.errors.items() for message in messages)
         flash(f"Nothing changed: {problems}", "error")
         return
-    try:
-        done = _change(ctx, vo, user, form)
-        db.session.commit()
-    except XosError as error:
-        db.session.rollback()
-        flash(f"Nothing changed: {error.detail}", "error")
-        return
-    flash(done, "info")
+    commit_change(lambda: _change(ctx, vo, user, form))
 
 
 def _change(ctx: ServiceContext, vo: VO, user: User, form: MemberForm) -> str:

@@ -12,13 +12,12 @@ from wtforms import HiddenField, SelectMultipleField, StringField
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from vo_service.context import ServiceContext
-from vo_service.db import db
 from vo_service.errors import XosError
 from vo_service.memberships.services import MembershipService
 from vo_service.users.services import UserService
 from vo_service.vos.models import VO
 
-from ..portal import administered, blueprint, service_context, vo_tab
+from ..portal import administered, blueprint, commit_change, service_context, vo_tab
 
 OPERATIONS = ("approve", "reject", "suspend", "reinstate", "remove")
 MAX_BULK = 500  # members changed by one form post
@@ -66,13 +65,11 @@ def _apply(ctx: ServiceContext, vo: VO, form: MembersForm) -> None:
         flash(f"At most {MAX_BULK} members at once.", "error")
         return
     memberships, users = MembershipService(ctx), UserService(ctx)
-    try:
+
+    def change() -> str:  # all or nothing
         for name in names:
             memberships.transition(current_user.actor, vo, users.get(name),
                                    form.operation.data, form.reason.data or None)
-        db.session.commit()
-    except XosError as error:
-        db.session.rollback()  # all or nothing
-        flash(f"Nothing changed: {error.detail}", "error")
-        return
-    flash(f"{form.operation.data.capitalize()}: {', '.join(names)}.", "info")
+        return f"{form.operation.data.capitalize()}: {', '.join(names)}."
+
+    commit_change(change)
