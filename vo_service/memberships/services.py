@@ -94,7 +94,8 @@ class MembershipService:
         for mid, path in self.session.execute(
                 select(GroupMembership.membership_id, Group.path)
                 .join(Group, Group.id == GroupMembership.group_id)
-                .where(GroupMembership.membership_id.in_(ids), Group.deleted_at.is_(None))
+                .where(GroupMembership.membership_id.in_(ids), Group.vo_id == vo.id,
+                       Group.deleted_at.is_(None))
                 .order_by(Group.path)):
             groups[mid].append(path)
         roles: dict[int, list[str]] = defaultdict(list)
