@@ -48,7 +48,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import frozen
 import load
 import sqlalchemy as sa
 from frozen import code_under_test, is_frozen_run, run_frozen
@@ -80,8 +79,6 @@ from vo_service.memberships.services import MembershipService
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
 
-# The portal is part of what is measured: export it with the service's packages.
-frozen.PACKAGES = (*frozen.PACKAGES, "web")  # type: ignore[assignment]
 os.environ.setdefault("XOS_SECRET_KEY", "benchmark secret key, not for production use")
 PASSWORD = "benchmark portal password"
 USER_AGENT = "xos-bench-portal"  # the session is bound to it (session_protection strong)

@@ -20,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: every package the service imports, exported together so that versions never mix
-PACKAGES = ("vo_service", "ca", "xos_tokens")
+PACKAGES = ("vo_service", "ca", "xos_tokens", "web")  # the app factory registers web
 CODE_ENV = "XOS_BENCH_CODE"  # set in the re-run that measures a frozen copy of the code
 
 
