@@ -215,6 +215,8 @@ def pages(url: str, admin: Admin) -> list[Page]:
         Page("audit: action prefix 'group.' (rare, old)", f"{audit}?action=group.",
              audit_page(action="group.")),
         Page(f"audit: actor {me}", f"{audit}?actor={quote(me)}", audit_page(by=me)),
+        Page("audit: an actor with no events in the VO", f"{audit}?actor=user%3Anobody",
+             audit_page(by="user:nobody")),
         Page(f"audit: page {DEEP_PAGES + 1} (after= {DEEP_PAGES} pages)",
              f"{audit}?after={audit_after}", audit_page(after=audit_after)),
     ]
