@@ -7,4 +7,4 @@ bash scripts/setup.sh
 XOS_TEST_PG_URL=$(bash scripts/postgres.sh)
 export XOS_TEST_PG_URL
 .venv/bin/ruff check vo_service ca xos_tokens xos_net xos_login xos_node pam_module nss_plugin web tests bench
-.venv/bin/python -m pytest --cov=vo_service --cov-branch --cov-report=term:skip-covered "$@"
+.venv/bin/python -m pytest --cov=vo_service --cov-branch --cov-report=term:skip-covered --durations=30 "$@"
