@@ -101,3 +101,13 @@ def test_the_vos_a_user_administers(ctx: ServiceContext) -> None:
     vos.set_admin(SYSTEM, vos.get("cms"), users.get("alice"), True)
     assert [vo.name for vo in vos.administered_by(users.get("alice"))] == ["atlas", "cms"]
     assert vos.administered_by(users.get("bob")) == []
+
+
+def test_the_admins_of_a_page_of_vos(ctx: ServiceContext) -> None:
+    vos, users = VOService(ctx), UserService(ctx)
+    atlas, cms = vos.get("atlas"), vos.get("cms")
+    vos.set_admin(SYSTEM, atlas, users.get("mallory"), True)
+    found = vos.admins_of([atlas, cms])
+    assert {vo_id: [u.username for u in admins] for vo_id, admins in found.items()} == {
+        atlas.id: ["alice", "mallory"], cms.id: ["carol"]}
+    assert found[atlas.id] == vos.admins(atlas) and vos.admins_of([]) == {}

@@ -111,8 +111,9 @@ def admin() -> Any:
         _carry_out(forms, act)
         return redirect(url_for("portal.admin", after=request.args.get("after") or None))
     page, following = vos.page(request.args.get("after") or None)
+    admins = vos.admins_of(page)
     return render_template("portal/admin.html", forms=forms, following=following,
-                           vos=[(vo, vos.admins(vo)) for vo in page])
+                           vos=[(vo, admins[vo.id]) for vo in page])
 
 
 # -- nodes ------------------------------------------------------------------------------------
