@@ -58,6 +58,7 @@ from measure import (
     Captured,
     Stats,
     busy_since,
+    capture_call,
     cpu_counters,
     gunicorn_process,
     machine_with_database,
@@ -251,25 +252,6 @@ def time_pages(port: int, admin: Admin, targets: list[Page], budget: Budget,
     finally:
         browser.close()
     return results
-
-
-def capture_call(engine: sa.Engine, call: Callable[[], Any]) -> tuple[Any, Captured]:
-    """Run ``call``, recording each statement it executes (as measure.capture does for a
-    request)."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
-               _executemany: bool) -> None:
-        seen.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        found = call()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    statements = [s for s in seen if not s[0].lstrip().upper().startswith(("BEGIN", "COMMIT"))]
-    reads = [s for s in statements if s[0].lstrip().upper().startswith("SELECT")]
-    return found, Captured(len(statements), reads)
 
 
 def time_baselines(url: str, admin: Admin, targets: list[Page],

@@ -265,25 +265,32 @@ class Captured:
     reads: list[tuple[str, Any]]
 
 
-def capture(app: Flask, engine: sa.Engine, path: str, headers: dict[str, str]) -> Captured:
-    """Run ``path`` through the Flask test client, recording each statement it executes."""
+def capture_call(engine: sa.Engine, call: Callable[[], Any]) -> tuple[Any, Captured]:
+    """Run ``call``, recording each statement it executes, and the reads for replay."""
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
-               executemany: bool) -> None:
+               _executemany: bool) -> None:
         seen.append((statement, parameters))
 
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
-        response = app.test_client().get(path, headers=headers)
+        found = call()
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
-    if response.status_code != 200:
-        raise RuntimeError(f"in-process GET {path}: {response.status_code}")
     statements = [s for s in seen if not s[0].lstrip().upper().startswith(("BEGIN", "COMMIT"))]
     reads = [s for s in statements if s[0].lstrip().upper().startswith("SELECT")
              and "FOR UPDATE" not in s[0].upper()]
-    return Captured(len(statements), reads)
+    return found, Captured(len(statements), reads)
+
+
+def capture(app: Flask, engine: sa.Engine, path: str, headers: dict[str, str]) -> Captured:
+    """Run ``path`` through the Flask test client, recording each statement it executes."""
+    response, captured = capture_call(
+        engine, lambda: app.test_client().get(path, headers=headers))
+    if response.status_code != 200:
+        raise RuntimeError(f"in-process GET {path}: {response.status_code}")
+    return captured
 
 
 def test_client_latency(app: Flask, paths: Sequence[str], headers: dict[str, str],
