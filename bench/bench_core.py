@@ -34,10 +34,8 @@ import datetime as dt
 import json
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,6 +55,7 @@ from measure import (
     create_users,
     gunicorn,
     http_latency,
+    instance_workdir,
     machine_with_database,
     replay_latency,
     save_results,
@@ -334,44 +333,35 @@ def benchmark(args: argparse.Namespace, code: str, log: str) -> dict[str, Any]:
     """Load a fresh database, time the reads and the creations; return the figures."""
     population = load.population(args)
     budget = Budget(args.requests, args.seconds)
-    workdir = tempfile.mkdtemp(prefix="xos-bench-")
-    previous = os.environ.get("XOS_INSTANCE_PATH")
-    os.environ["XOS_INSTANCE_PATH"] = workdir
-    try:
-        with database(args.backend, args.pg_url, workdir) as url:
-            print(f"{args.backend}: migrating and loading {population}", flush=True)
-            started = time.perf_counter()
-            migrate(url)
-            migrate_seconds = time.perf_counter() - started
-            mark = cpu_counters()
-            summary = load.load(url, population, args.sqlite_analyze)
-            load_busy = busy_since(mark)
-            print(f"  loaded in {sum(summary.seconds.values()):.1f} s: {summary.rows}",
-                  flush=True)
-            keys = make_keys(url, [load.TYPICAL_NODE, load.BIG_NODE])
-            with gunicorn(url, workdir, 1, log, code) as port:
-                since = suspend_members(port, keys, url, summary.node_vos[load.TYPICAL_NODE])
-                targets = endpoints(url, summary, since, random.Random(args.seed))
-                print("reads (HTTP, 1 gunicorn worker):", flush=True)
-                reads = time_reads(url, keys, targets, port, budget)
-            print("creating users through the API:", flush=True)
-            creates = time_creates(url, workdir, keys, Budget(args.create, 300), log, code)
-            return {
-                "backend": args.backend + (" + ANALYZE" if args.sqlite_analyze else ""),
-                "machine": machine_with_database(url), "population": asdict(population),
-                "budget": asdict(budget), "migrate_seconds": migrate_seconds,
-                "load": {"seconds": summary.seconds, "rows": summary.rows,
-                         "busy_pct": 100 * load_busy,
-                         "largest_vos": dict(list(summary.vo_sizes.items())[:3]),
-                         "node_vos": summary.node_vos},
-                "reads": reads, "creates": creates, "numbers": check_numbers(url),
-            }
-    finally:
-        if previous is None:
-            os.environ.pop("XOS_INSTANCE_PATH", None)
-        else:
-            os.environ["XOS_INSTANCE_PATH"] = previous
-        shutil.rmtree(workdir, ignore_errors=True)
+    with instance_workdir("xos-bench-") as workdir, \
+            database(args.backend, args.pg_url, workdir) as url:
+        print(f"{args.backend}: migrating and loading {population}", flush=True)
+        started = time.perf_counter()
+        migrate(url)
+        migrate_seconds = time.perf_counter() - started
+        mark = cpu_counters()
+        summary = load.load(url, population, args.sqlite_analyze)
+        load_busy = busy_since(mark)
+        print(f"  loaded in {sum(summary.seconds.values()):.1f} s: {summary.rows}",
+              flush=True)
+        keys = make_keys(url, [load.TYPICAL_NODE, load.BIG_NODE])
+        with gunicorn(url, workdir, 1, log, code) as port:
+            since = suspend_members(port, keys, url, summary.node_vos[load.TYPICAL_NODE])
+            targets = endpoints(url, summary, since, random.Random(args.seed))
+            print("reads (HTTP, 1 gunicorn worker):", flush=True)
+            reads = time_reads(url, keys, targets, port, budget)
+        print("creating users through the API:", flush=True)
+        creates = time_creates(url, workdir, keys, Budget(args.create, 300), log, code)
+        return {
+            "backend": args.backend + (" + ANALYZE" if args.sqlite_analyze else ""),
+            "machine": machine_with_database(url), "population": asdict(population),
+            "budget": asdict(budget), "migrate_seconds": migrate_seconds,
+            "load": {"seconds": summary.seconds, "rows": summary.rows,
+                     "busy_pct": 100 * load_busy,
+                     "largest_vos": dict(list(summary.vo_sizes.items())[:3]),
+                     "node_vos": summary.node_vos},
+            "reads": reads, "creates": creates, "numbers": check_numbers(url),
+        }
 
 
 def main() -> None:

@@ -37,10 +37,8 @@ import datetime as dt
 import http.client
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -61,6 +59,7 @@ from measure import (
     capture_call,
     cpu_counters,
     gunicorn_process,
+    instance_workdir,
     machine_with_database,
     replay_latency,
     save_results,
@@ -381,44 +380,35 @@ def parse_args() -> argparse.Namespace:
 def benchmark(args: argparse.Namespace, code: str, log: str) -> dict[str, Any]:
     population = load.population(args)
     budget = Budget(args.requests, args.seconds)
-    workdir = tempfile.mkdtemp(prefix="xos-bench-portal-")
-    previous = os.environ.get("XOS_INSTANCE_PATH")
-    os.environ["XOS_INSTANCE_PATH"] = workdir
-    try:
-        with database(args.backend, args.pg_url, workdir) as url:
-            print(f"{args.backend}: migrating and loading {population}", flush=True)
-            migrate(url)
-            mark = cpu_counters()
-            summary = load.load(url, population)
-            load_busy = busy_since(mark)
-            print(f"  loaded in {sum(summary.seconds.values()):.1f} s: {summary.rows}",
-                  flush=True)
-            admin = make_admin(url, summary)
-            largest = scalars(url, """SELECT count(*) FROM audit_events e JOIN vos v
-                                      ON v.id = e.vo_id WHERE v.name = :vo""", vo=admin.vo)[0]
-            targets = pages(url, admin)
-            print(f"pages of {admin.vo} as {admin.username} (HTTP, 1 gunicorn worker):",
-                  flush=True)
-            with gunicorn_process(url, workdir, 1, log, code) as (port, _pid):
-                results = time_pages(port, admin, targets, budget, args.quiet_wait)
-            print("baselines (service call, bare SQL):", flush=True)
-            time_baselines(url, admin, targets, results, budget, args.quiet_wait)
-            return {
-                "backend": args.backend, "machine": machine_with_database(url),
-                "population": asdict(population), "budget": asdict(budget),
-                "admin": asdict(admin), "vo_members": summary.vo_sizes[admin.vo],
-                "audit": {"total": summary.rows.get("audit_events", 0),
-                          "largest_vo": largest},
-                "load": {"seconds": summary.seconds, "rows": summary.rows,
-                         "busy_pct": 100 * load_busy},
-                "pages": results,
-            }
-    finally:
-        if previous is None:
-            os.environ.pop("XOS_INSTANCE_PATH", None)
-        else:
-            os.environ["XOS_INSTANCE_PATH"] = previous
-        shutil.rmtree(workdir, ignore_errors=True)
+    with instance_workdir("xos-bench-portal-") as workdir, \
+            database(args.backend, args.pg_url, workdir) as url:
+        print(f"{args.backend}: migrating and loading {population}", flush=True)
+        migrate(url)
+        mark = cpu_counters()
+        summary = load.load(url, population)
+        load_busy = busy_since(mark)
+        print(f"  loaded in {sum(summary.seconds.values()):.1f} s: {summary.rows}",
+              flush=True)
+        admin = make_admin(url, summary)
+        largest = scalars(url, """SELECT count(*) FROM audit_events e JOIN vos v
+                                  ON v.id = e.vo_id WHERE v.name = :vo""", vo=admin.vo)[0]
+        targets = pages(url, admin)
+        print(f"pages of {admin.vo} as {admin.username} (HTTP, 1 gunicorn worker):",
+              flush=True)
+        with gunicorn_process(url, workdir, 1, log, code) as (port, _pid):
+            results = time_pages(port, admin, targets, budget, args.quiet_wait)
+        print("baselines (service call, bare SQL):", flush=True)
+        time_baselines(url, admin, targets, results, budget, args.quiet_wait)
+        return {
+            "backend": args.backend, "machine": machine_with_database(url),
+            "population": asdict(population), "budget": asdict(budget),
+            "admin": asdict(admin), "vo_members": summary.vo_sizes[admin.vo],
+            "audit": {"total": summary.rows.get("audit_events", 0),
+                      "largest_vo": largest},
+            "load": {"seconds": summary.seconds, "rows": summary.rows,
+                     "busy_pct": 100 * load_busy},
+            "pages": results,
+        }
 
 
 def main() -> None:

@@ -5,15 +5,18 @@ Every loop is bounded twice, by a number of requests and by a time budget.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import os
 import platform
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -381,3 +384,20 @@ def scalars(url: str, sql: str | sa.TextClause, **params: Any) -> list[Any]:
             return list(conn.execute(stmt, params).scalars())
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def instance_workdir(prefix: str) -> Iterator[str]:
+    """A temporary folder that is the service's ``XOS_INSTANCE_PATH`` meanwhile; the
+    variable is put back and the folder removed afterwards."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    previous = os.environ.get("XOS_INSTANCE_PATH")
+    os.environ["XOS_INSTANCE_PATH"] = workdir
+    try:
+        yield workdir
+    finally:
+        if previous is None:
+            os.environ.pop("XOS_INSTANCE_PATH", None)
+        else:
+            os.environ["XOS_INSTANCE_PATH"] = previous
+        shutil.rmtree(workdir, ignore_errors=True)
