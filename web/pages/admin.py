@@ -14,14 +14,13 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from vo_service.authz import Actor
 from vo_service.context import ServiceContext
-from vo_service.db import db
 from vo_service.errors import XosError
 from vo_service.nodes.enrolment import EnrolmentService
 from vo_service.nodes.services import NodeService
 from vo_service.users.services import UserService
 from vo_service.vos.services import VOService
 
-from ..portal import blueprint, service_context
+from ..portal import blueprint, commit_change, service_context
 
 VO_LIST_MAX = 2048  # characters of a comma-separated VO list
 
@@ -70,20 +69,15 @@ def _vo_names(text: str | None) -> list[str]:
 
 def _carry_out(forms: dict[str, Any], action: Any) -> Any:
     """Validate the posted form (the hidden ``form`` field names it: several forms, one
-    CSRF field each), run ``action(which, form)`` and commit, or roll back and say why."""
+    CSRF field each) and run ``action(which, form)`` through ``commit_change``; its result."""
     which = request.form.get("form") or ""
     form = forms.get(which)
     if form is None or not form.validate_on_submit():
         flash("That form was not complete.", "error")
         return None
-    try:
-        result = action(which, form)
-        db.session.commit()
-        return result
-    except XosError as error:
-        db.session.rollback()
-        flash(error.detail, "error")
-        return None
+    result: list[Any] = []
+    commit_change(lambda: result.append(action(which, form)))
+    return result[0] if result else None
 
 
 # -- VOs and their admins -------------------------------------------------------------------
